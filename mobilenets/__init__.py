@@ -1,0 +1,45 @@
+"""mobilenets: MobileNetV1/V2/V3, EfficientNet and EfficientNetV2 built from the papers' tables.
+
+Quick start::
+
+    import mobilenets
+    model = mobilenets.create_model("mobilenet_v3_large", num_classes=10)
+    print(model.config.table())
+"""
+
+from .blocks import DepthwiseSeparable, FusedMobileBlock, MobileBlock
+from .checkpoint import CheckpointError, from_checkpoint, save_checkpoint
+from .layers import ConvNormAct, DropPath, LayerOptions, SqueezeExcite, adjust_channels, h_sigmoid, h_swish
+from .model import MobileNet
+from .registry import build_config, create_model, get_spec, list_models
+from .specs import ARCHITECTURES, Architecture, BlockConfig, ModelConfig, Options, Row, resolve
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "BlockConfig",
+    "CheckpointError",
+    "ConvNormAct",
+    "DepthwiseSeparable",
+    "DropPath",
+    "FusedMobileBlock",
+    "LayerOptions",
+    "MobileBlock",
+    "MobileNet",
+    "ModelConfig",
+    "Options",
+    "Row",
+    "SqueezeExcite",
+    "adjust_channels",
+    "build_config",
+    "create_model",
+    "from_checkpoint",
+    "get_spec",
+    "h_sigmoid",
+    "h_swish",
+    "list_models",
+    "resolve",
+    "save_checkpoint",
+]

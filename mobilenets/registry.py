@@ -1,0 +1,202 @@
+"""Model names → (table, options, defaults), and ``create_model`` / ``list_models``."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, replace
+from typing import Any
+
+from torch import nn
+
+from .model import MobileNet
+from .specs import ARCHITECTURES, ModelConfig, Options, resolve
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: which table, which options by default, its head dropout and native resolution."""
+
+    name: str
+    arch: str
+    options: Options
+    drop_rate: float
+    input_size: int
+    summary: str
+
+    def config(self, **overrides: Any) -> ModelConfig:
+        return build_config(self.name, **overrides)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(name: str, arch: str, options: Options, drop_rate: float, input_size: int, summary: str) -> None:
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is already registered")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture table {arch!r}")
+    _REGISTRY[name] = ModelSpec(name, arch, options, drop_rate, input_size, summary)
+
+
+# Default options follow torchvision where torchvision has the model, else timm; converters record the
+# options of the weights they convert, so defaults only matter for randomly initialised models.
+_V1 = Options(act="relu6", head_scaling="none")  # timm's mobilenetv1_100 (paper: ReLU)
+_V2 = Options(expand_rounding="round", head_scaling="at_least")  # torchvision
+_V3 = Options(expand_rounding="width", se_width="expanded", head_hidden_scaled=True, bn_eps=1e-3, bn_momentum=0.01)
+_EFF = Options()  # torchvision B0-B4
+_EFF_TF = Options(bn_eps=1e-3, bn_momentum=0.01)  # torchvision B5-B7, ported from TF
+_LITE = Options(
+    se_ratio=0.0, act="relu6", stem_scaled=False, head_scaling="fixed", fix_first_last=True,
+    padding="same", bn_eps=1e-3, bn_momentum=0.01,
+)  # TF's EfficientNet-Lite, as the embedded EfficientNet-PyTorch weights need
+_EFF_V2 = Options(bn_eps=1e-3)  # torchvision
+_EFF_V2_BASE = Options(round_limit=0.0, bn_eps=1e-3, bn_momentum=0.01)  # TF / timm tf_efficientnetv2_b*
+
+
+def _width_name(base: str, width: float) -> str:
+    return base if width == 1.0 else f"{base}_{round(width * 100):03d}"
+
+
+for _w in (1.0, 0.25, 0.5, 0.75, 1.25):
+    register(_width_name("mobilenet_v1", _w), "mobilenet_v1", replace(_V1, width_mult=_w), 0.0, 224,
+             f"MobileNetV1 at width {_w} (Howard et al., 2017).")
+for _w in (1.0, 0.35, 0.5, 0.75, 1.4):
+    register(_width_name("mobilenet_v2", _w), "mobilenet_v2", replace(_V2, width_mult=_w), 0.2, 224,
+             f"MobileNetV2 at width {_w} (Sandler et al., 2018).")
+for _name, _w, _d in (("mobilenet_v2_110d", 1.1, 1.2), ("mobilenet_v2_120d", 1.2, 1.4)):
+    register(_name, "mobilenet_v2", Options(width_mult=_w, depth_mult=_d, stem_scaled=False, head_scaling="fixed",
+                                            fix_first_last=True), 0.2, 224,
+             f"MobileNetV2 at width {_w} and depth {_d} with fixed stem and head (timm's {_name.replace('_v', 'v')}).")
+for _size in ("large", "small"):
+    for _w in (1.0, 0.5, 0.75):
+        register(_width_name(f"mobilenet_v3_{_size}", _w), f"mobilenet_v3_{_size}", replace(_V3, width_mult=_w),
+                 0.2, 224, f"MobileNetV3-{_size.capitalize()} at width {_w} (Howard et al., 2019).")
+    register(f"mobilenet_v3_{_size}_minimal", f"mobilenet_v3_{_size}", replace(_V3, minimal=True), 0.2, 224,
+             f"MobileNetV3-{_size.capitalize()} minimal: no SE, ReLU only, 3x3 kernels (Howard et al., 2019).")
+register("mobilenet_v3_large_150d", "mobilenet_v3_large",
+         Options(width_mult=1.5, depth_mult=1.2, se_width="expanded", head_depth_scaled=True), 0.2, 256,
+         "MobileNetV3-Large at width 1.5 and depth 1.2 (timm's mobilenetv3_large_150d).")
+
+# EfficientNet (Tan & Le, 2019): (width, depth, resolution, dropout) per variant, Sec. 3.3 and TF's params table.
+_EFFICIENTNET_SCALING = {
+    "b0": (1.0, 1.0, 224, 0.2), "b1": (1.0, 1.1, 240, 0.2), "b2": (1.1, 1.2, 260, 0.3),
+    "b3": (1.2, 1.4, 300, 0.3), "b4": (1.4, 1.8, 380, 0.4), "b5": (1.6, 2.2, 456, 0.4),
+    "b6": (1.8, 2.6, 528, 0.5), "b7": (2.0, 3.1, 600, 0.5), "b8": (2.2, 3.6, 672, 0.5),
+}
+for _v, (_w, _d, _res, _drop) in _EFFICIENTNET_SCALING.items():
+    register(f"efficientnet_{_v}", "efficientnet", replace(_EFF if _v < "b5" else _EFF_TF, width_mult=_w, depth_mult=_d),
+             _drop, _res, f"EfficientNet-{_v.upper()} (Tan & Le, 2019): width {_w}, depth {_d}, {_res}px.")
+_LITE_SCALING = {
+    "lite0": (1.0, 1.0, 224, 0.2), "lite1": (1.0, 1.1, 240, 0.2), "lite2": (1.1, 1.2, 260, 0.3),
+    "lite3": (1.2, 1.4, 280, 0.3), "lite4": (1.4, 1.8, 300, 0.3),
+}
+for _v, (_w, _d, _res, _drop) in _LITE_SCALING.items():
+    register(f"efficientnet_{_v}", "efficientnet", replace(_LITE, width_mult=_w, depth_mult=_d), _drop, _res,
+             f"EfficientNet-{_v.capitalize()}: EfficientNet without SE, with ReLU6, fixed stem and head; "
+             f"width {_w}, depth {_d}, {_res}px.")
+for _v, _res, _drop in (("s", 384, 0.2), ("m", 480, 0.3), ("l", 480, 0.4), ("xl", 512, 0.4)):
+    register(f"efficientnet_v2_{_v}", f"efficientnet_v2_{_v}", _EFF_V2, _drop, _res,
+             f"EfficientNetV2-{_v.upper()} (Tan & Le, 2021), {_res}px.")
+for _v, (_w, _d, _res, _drop) in {"b0": (1.0, 1.0, 224, 0.2), "b1": (1.0, 1.1, 240, 0.2),
+                                  "b2": (1.1, 1.2, 260, 0.3), "b3": (1.2, 1.4, 300, 0.3)}.items():
+    register(f"efficientnet_v2_{_v}", "efficientnet_v2_base", replace(_EFF_V2_BASE, width_mult=_w, depth_mult=_d),
+             _drop, _res, f"EfficientNetV2-{_v.upper()} (Tan & Le, 2021): width {_w}, depth {_d}, {_res}px.")
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Sorted names of the registered models matching an fnmatch ``pattern``."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The registered spec of ``name``; an unknown name raises ``ValueError`` listing the closest names."""
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else "see mobilenets.list_models()"
+        raise ValueError(f"unknown model {name!r}; {hint}")
+    return _REGISTRY[name]
+
+
+def build_config(
+    name: str,
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    width_mult: float | None = None,
+    depth_mult: float | None = None,
+    drop_rate: float | None = None,
+    drop_path_rate: float = 0.0,
+    **options: Any,
+) -> ModelConfig:
+    """Resolve a registered model with user overrides into a ``ModelConfig`` (no module is built)."""
+    spec = get_spec(name)
+    unknown = sorted(set(options) - set(Options.names()))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for {name}; accepted: num_classes, in_chans, width_mult, "
+            f"depth_mult, drop_rate, drop_path_rate, checkpoint_path, pretrained, {', '.join(Options.names())}"
+        )
+    if width_mult is not None:
+        options["width_mult"] = width_mult
+    if depth_mult is not None:
+        options["depth_mult"] = depth_mult
+    for key in ("repeats", "kernel_sizes"):
+        if isinstance(options.get(key), list):
+            options[key] = tuple(options[key])
+    if not 0.0 <= drop_path_rate < 1.0:
+        raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+    rate = spec.drop_rate if drop_rate is None else drop_rate
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"drop_rate must be in [0, 1), got {rate}")
+    return resolve(
+        ARCHITECTURES[spec.arch],
+        replace(spec.options, **options),
+        name=name,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=rate,
+        drop_path_rate=drop_path_rate,
+        input_size=spec.input_size,
+    )
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    width_mult: float | None = None,
+    depth_mult: float | None = None,
+    drop_rate: float | None = None,
+    drop_path_rate: float = 0.0,
+    checkpoint_path: str | None = None,
+    pretrained: bool | str = False,
+    **options: Any,
+) -> nn.Module:
+    """Build a registered model, in train mode, optionally loading a checkpoint or pretrained weights.
+
+    Args:
+        name: a name from ``list_models()``.
+        num_classes: classifier outputs (0: no classifier, ``forward`` returns pooled features).
+        in_chans: input channels of the stem.
+        width_mult, depth_mult: override the variant's multipliers.
+        drop_rate: dropout before the classifier (default: the variant's).
+        drop_path_rate: stochastic depth rate of the last block, growing linearly from 0 at the first.
+        checkpoint_path: a ``.safetensors`` file written by mobilenets; its recorded architecture is used.
+        pretrained: ``True`` for the model's default pretrained tag, or a tag from ``list_pretrained()``.
+        **options: architecture options, see ``mobilenets.Options``.
+    """
+    kwargs = dict(num_classes=num_classes, in_chans=in_chans, width_mult=width_mult, depth_mult=depth_mult,
+                  drop_rate=drop_rate, drop_path_rate=drop_path_rate, **options)
+    if pretrained and checkpoint_path is not None:
+        raise ValueError("pass either pretrained or checkpoint_path, not both")
+    if pretrained:
+        from .pretrained import load_pretrained
+
+        return load_pretrained(name, pretrained, **kwargs)
+    if checkpoint_path is not None:
+        from .checkpoint import load_checkpoint_into
+
+        return load_checkpoint_into(name, checkpoint_path, **kwargs)
+    return MobileNet(build_config(name, **kwargs))

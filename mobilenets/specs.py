@@ -1,0 +1,592 @@
+"""The papers' tables, the options that differ between reference implementations, and the one resolver.
+
+A table holds the paper's numbers only. ``resolve(arch, options)`` applies width, depth, divisor and the
+per-reference rounding rules in one pure function and returns a ``ModelConfig`` of concrete integers, which
+``model.MobileNet`` builds without further arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Literal
+
+from .blocks import DepthwiseSeparable, FusedMobileBlock, MobileBlock
+from .layers import ACTIVATIONS, LayerOptions, adjust_channels
+
+# ----------------------------------------------------------------------------------------------------------------
+# Table rows
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a paper's table: ``repeats`` blocks, the first with ``stride``, the rest with stride 1.
+
+    ``expand`` is the expansion ratio t (MobileNetV3's tables give an absolute "exp size"; we write it as
+    ``exp_size / input_channels`` so one rule serves every family). ``se`` is the squeeze-excite ratio (0: none).
+    """
+
+    block: type
+    kernel: int
+    stride: int
+    expand: float
+    out: int
+    repeats: int
+    se: float
+    act: str
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A family's table plus its stem and head, as printed in the paper."""
+
+    name: str
+    paper: str
+    stem: int  # output channels of the 3x3 stride-2 stem conv
+    rows: tuple[Row, ...]
+    head: int  # output channels of the 1x1 conv before pooling
+    head_hidden: int = 0  # width of the fully connected layer between pooling and classifier (MobileNetV3), 0: none
+    stem_act: str = "relu"
+    head_act: str = "relu"
+    se_act: str | None = None  # activation inside squeeze-excite; None: the block's own
+    se_gate: str = "sigmoid"
+
+
+def _rows(block: type, act: str, *rows: tuple) -> tuple[Row, ...]:
+    """Build rows from ``(kernel, stride, expand, out, repeats, se)`` tuples or with a per-row ``act``."""
+    return tuple(Row(block, *r) if len(r) == 7 else Row(block, *r, act) for r in rows)
+
+
+_DS, _MB, _FMB = DepthwiseSeparable, MobileBlock, FusedMobileBlock
+_RE, _HS = "relu", "hard_swish"
+
+# MobileNetV1: Howard et al., 2017, "MobileNets: Efficient Convolutional Neural Networks for Mobile Vision
+# Applications", Table 1. One row per depthwise-separable layer. The paper prints stride 2 for the last
+# depthwise conv but keeps a 7x7 output; every implementation (and the paper's own FLOP count) uses stride 1.
+MOBILENET_V1 = Architecture(
+    name="MobileNetV1",
+    paper="Howard et al., 2017, arXiv:1704.04861, Table 1",
+    stem=32,
+    rows=_rows(
+        _DS, _RE,
+        # kernel stride expand out repeats se
+        (3, 1, 1, 64, 1, 0),
+        (3, 2, 1, 128, 1, 0),
+        (3, 1, 1, 128, 1, 0),
+        (3, 2, 1, 256, 1, 0),
+        (3, 1, 1, 256, 1, 0),
+        (3, 2, 1, 512, 1, 0),
+        (3, 1, 1, 512, 5, 0),
+        (3, 2, 1, 1024, 1, 0),
+        (3, 1, 1, 1024, 1, 0),
+    ),
+    head=1024,
+    stem_act=_RE,
+    head_act=_RE,
+)
+
+# MobileNetV2: Sandler et al., 2018, "MobileNetV2: Inverted Residuals and Linear Bottlenecks", Table 2.
+MOBILENET_V2 = Architecture(
+    name="MobileNetV2",
+    paper="Sandler et al., 2018, arXiv:1801.04381, Table 2",
+    stem=32,
+    rows=_rows(
+        _MB, "relu6",
+        # kernel stride t  c  n  se
+        (3, 1, 1, 16, 1, 0),
+        (3, 2, 6, 24, 2, 0),
+        (3, 2, 6, 32, 3, 0),
+        (3, 2, 6, 64, 4, 0),
+        (3, 1, 6, 96, 3, 0),
+        (3, 2, 6, 160, 3, 0),
+        (3, 1, 6, 320, 1, 0),
+    ),
+    head=1280,
+    stem_act="relu6",
+    head_act="relu6",
+)
+
+# MobileNetV3-Large: Howard et al., 2019, "Searching for MobileNetV3", Table 1. One row per bneck;
+# expand = exp size / input channels.
+MOBILENET_V3_LARGE = Architecture(
+    name="MobileNetV3-Large",
+    paper="Howard et al., 2019, arXiv:1905.02244, Table 1",
+    stem=16,
+    rows=_rows(
+        _MB, _RE,
+        # kernel stride expand out repeats se act
+        (3, 1, 16 / 16, 16, 1, 0, _RE),
+        (3, 2, 64 / 16, 24, 1, 0, _RE),
+        (3, 1, 72 / 24, 24, 1, 0, _RE),
+        (5, 2, 72 / 24, 40, 1, 0.25, _RE),
+        (5, 1, 120 / 40, 40, 1, 0.25, _RE),
+        (5, 1, 120 / 40, 40, 1, 0.25, _RE),
+        (3, 2, 240 / 40, 80, 1, 0, _HS),
+        (3, 1, 200 / 80, 80, 1, 0, _HS),
+        (3, 1, 184 / 80, 80, 1, 0, _HS),
+        (3, 1, 184 / 80, 80, 1, 0, _HS),
+        (3, 1, 480 / 80, 112, 1, 0.25, _HS),
+        (3, 1, 672 / 112, 112, 1, 0.25, _HS),
+        (5, 2, 672 / 112, 160, 1, 0.25, _HS),
+        (5, 1, 960 / 160, 160, 1, 0.25, _HS),
+        (5, 1, 960 / 160, 160, 1, 0.25, _HS),
+    ),
+    head=960,
+    head_hidden=1280,
+    stem_act=_HS,
+    head_act=_HS,
+    se_act=_RE,
+    se_gate="hard_sigmoid",
+)
+
+# MobileNetV3-Small: Howard et al., 2019, Table 2.
+MOBILENET_V3_SMALL = Architecture(
+    name="MobileNetV3-Small",
+    paper="Howard et al., 2019, arXiv:1905.02244, Table 2",
+    stem=16,
+    rows=_rows(
+        _MB, _RE,
+        # kernel stride expand out repeats se act
+        (3, 2, 16 / 16, 16, 1, 0.25, _RE),
+        (3, 2, 72 / 16, 24, 1, 0, _RE),
+        (3, 1, 88 / 24, 24, 1, 0, _RE),
+        (5, 2, 96 / 24, 40, 1, 0.25, _HS),
+        (5, 1, 240 / 40, 40, 1, 0.25, _HS),
+        (5, 1, 240 / 40, 40, 1, 0.25, _HS),
+        (5, 1, 120 / 40, 48, 1, 0.25, _HS),
+        (5, 1, 144 / 48, 48, 1, 0.25, _HS),
+        (5, 2, 288 / 48, 96, 1, 0.25, _HS),
+        (5, 1, 576 / 96, 96, 1, 0.25, _HS),
+        (5, 1, 576 / 96, 96, 1, 0.25, _HS),
+    ),
+    head=576,
+    head_hidden=1024,
+    stem_act=_HS,
+    head_act=_HS,
+    se_act=_RE,
+    se_gate="hard_sigmoid",
+)
+
+# EfficientNet-B0: Tan & Le, 2019, "EfficientNet: Rethinking Model Scaling for CNNs", Table 1.
+# B1-B8 scale it (Sec. 3.3); EfficientNet-Lite drops SE and swish and fixes stem and head (TF's efficientnet/lite).
+EFFICIENTNET = Architecture(
+    name="EfficientNet",
+    paper="Tan & Le, 2019, arXiv:1905.11946, Table 1",
+    stem=32,
+    rows=_rows(
+        _MB, "silu",
+        # kernel stride expand out repeats se
+        (3, 1, 1, 16, 1, 0.25),
+        (3, 2, 6, 24, 2, 0.25),
+        (5, 2, 6, 40, 2, 0.25),
+        (3, 2, 6, 80, 3, 0.25),
+        (5, 1, 6, 112, 3, 0.25),
+        (5, 2, 6, 192, 4, 0.25),
+        (3, 1, 6, 320, 1, 0.25),
+    ),
+    head=1280,
+    stem_act="silu",
+    head_act="silu",
+)
+
+
+def _efficientnet_v2(name: str, paper: str, stem: int, rows: tuple[tuple, ...]) -> Architecture:
+    return Architecture(
+        name=name,
+        paper=paper,
+        stem=stem,
+        rows=tuple(Row(*r, "silu") for r in rows),
+        head=1280,
+        stem_act="silu",
+        head_act="silu",
+    )
+
+
+# EfficientNetV2: Tan & Le, 2021, "EfficientNetV2: Smaller Models and Faster Training". S is the paper's
+# Table 4; M, L, XL and the B0 base come from the authors' reference code (automl/efficientnetv2/effnetv2_configs.py).
+_V2_PAPER = "Tan & Le, 2021, arXiv:2104.00298"
+EFFICIENTNET_V2_S = _efficientnet_v2("EfficientNetV2-S", f"{_V2_PAPER}, Table 4", 24, (
+    # block kernel stride expand out repeats se
+    (_FMB, 3, 1, 1, 24, 2, 0),
+    (_FMB, 3, 2, 4, 48, 4, 0),
+    (_FMB, 3, 2, 4, 64, 4, 0),
+    (_MB, 3, 2, 4, 128, 6, 0.25),
+    (_MB, 3, 1, 6, 160, 9, 0.25),
+    (_MB, 3, 2, 6, 256, 15, 0.25),
+))
+EFFICIENTNET_V2_M = _efficientnet_v2("EfficientNetV2-M", f"{_V2_PAPER}, reference code", 24, (
+    (_FMB, 3, 1, 1, 24, 3, 0),
+    (_FMB, 3, 2, 4, 48, 5, 0),
+    (_FMB, 3, 2, 4, 80, 5, 0),
+    (_MB, 3, 2, 4, 160, 7, 0.25),
+    (_MB, 3, 1, 6, 176, 14, 0.25),
+    (_MB, 3, 2, 6, 304, 18, 0.25),
+    (_MB, 3, 1, 6, 512, 5, 0.25),
+))
+EFFICIENTNET_V2_L = _efficientnet_v2("EfficientNetV2-L", f"{_V2_PAPER}, reference code", 32, (
+    (_FMB, 3, 1, 1, 32, 4, 0),
+    (_FMB, 3, 2, 4, 64, 7, 0),
+    (_FMB, 3, 2, 4, 96, 7, 0),
+    (_MB, 3, 2, 4, 192, 10, 0.25),
+    (_MB, 3, 1, 6, 224, 19, 0.25),
+    (_MB, 3, 2, 6, 384, 25, 0.25),
+    (_MB, 3, 1, 6, 640, 7, 0.25),
+))
+EFFICIENTNET_V2_XL = _efficientnet_v2("EfficientNetV2-XL", f"{_V2_PAPER}, reference code", 32, (
+    (_FMB, 3, 1, 1, 32, 4, 0),
+    (_FMB, 3, 2, 4, 64, 8, 0),
+    (_FMB, 3, 2, 4, 96, 8, 0),
+    (_MB, 3, 2, 4, 192, 16, 0.25),
+    (_MB, 3, 1, 6, 256, 24, 0.25),
+    (_MB, 3, 2, 6, 512, 32, 0.25),
+    (_MB, 3, 1, 6, 640, 8, 0.25),
+))
+EFFICIENTNET_V2_BASE = _efficientnet_v2("EfficientNetV2-B0", f"{_V2_PAPER}, reference code", 32, (
+    (_FMB, 3, 1, 1, 16, 1, 0),
+    (_FMB, 3, 2, 4, 32, 2, 0),
+    (_FMB, 3, 2, 4, 48, 2, 0),
+    (_MB, 3, 2, 4, 96, 3, 0.25),
+    (_MB, 3, 1, 6, 112, 5, 0.25),
+    (_MB, 3, 2, 6, 192, 8, 0.25),
+))
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "mobilenet_v1": MOBILENET_V1,
+    "mobilenet_v2": MOBILENET_V2,
+    "mobilenet_v3_large": MOBILENET_V3_LARGE,
+    "mobilenet_v3_small": MOBILENET_V3_SMALL,
+    "efficientnet": EFFICIENTNET,
+    "efficientnet_v2_s": EFFICIENTNET_V2_S,
+    "efficientnet_v2_m": EFFICIENTNET_V2_M,
+    "efficientnet_v2_l": EFFICIENTNET_V2_L,
+    "efficientnet_v2_xl": EFFICIENTNET_V2_XL,
+    "efficientnet_v2_base": EFFICIENTNET_V2_BASE,
+}
+
+# ----------------------------------------------------------------------------------------------------------------
+# Options: everything that differs between torchvision, timm, TensorFlow and EfficientNet-PyTorch.
+
+ExpandRounding = Literal["divisor", "round", "width"]
+SEWidth = Literal["block_input", "expanded"]
+HeadScaling = Literal["scaled", "at_least", "fixed", "none"]
+
+
+@dataclass(frozen=True)
+class Options:
+    """Architecture options. Every field is recorded in the checkpoints we write.
+
+    Attributes:
+        width_mult: channel multiplier applied to every row (and stem/head, see below).
+        depth_mult: repeats multiplier, ``ceil`` per stage and spread over the stage's rows as TF and timm do.
+        divisor: channel counts are rounded to multiples of this (``adjust_channels``).
+        round_limit: ``adjust_channels`` adds one divisor if rounding loses more than ``1 - round_limit``.
+        expand_rounding: expanded width of a block: ``"divisor"`` = adjust(in * t) (TF, timm, torchvision
+            EfficientNet); ``"round"`` = round(in * t) (torchvision MobileNetV2, EfficientNet-PyTorch);
+            ``"width"`` = adjust(paper_exp_size * width) (torchvision MobileNetV3).
+        se_width: squeeze width: ``"block_input"`` = int(in * se) (EfficientNet); ``"expanded"`` =
+            adjust(expanded * se) (MobileNetV3).
+        se_ratio: ``None`` keeps the table's SE; a number puts SE of that ratio on every block (0 removes it).
+        act: ``None`` keeps the table's activations; a name replaces every activation outside SE.
+        minimal: MobileNetV3 "minimal": no SE, ReLU everywhere, 3x3 depthwise kernels only.
+        stem_scaled: scale the stem by ``width_mult`` (False in timm's narrow MobileNetV3s and EfficientNet-Lite).
+        head_scaling: head conv width: ``"scaled"``, ``"at_least"`` (never below the paper's), ``"fixed"``, or
+            ``"none"`` for no head conv (MobileNetV1 as in the paper).
+        head_hidden_scaled: scale MobileNetV3's hidden FC layer by ``width_mult`` (torchvision) or not (timm).
+        head_depth_scaled: depth-scale the head conv like a one-block stage (timm's mobilenetv3_large_150d).
+        fix_first_last: do not depth-scale the first and last stage (EfficientNet-Lite, timm's MobileNetV2 d-models).
+        repeats: per table row, replaces the paper's repeats (before depth scaling).
+        kernel_sizes: per table row, replaces the paper's depthwise kernel size.
+        padding, bn_eps, bn_momentum: see ``layers.LayerOptions``.
+    """
+
+    width_mult: float = 1.0
+    depth_mult: float = 1.0
+    divisor: int = 8
+    round_limit: float = 0.9
+    expand_rounding: ExpandRounding = "divisor"
+    se_width: SEWidth = "block_input"
+    se_ratio: float | None = None
+    act: str | None = None
+    minimal: bool = False
+    stem_scaled: bool = True
+    head_scaling: HeadScaling = "scaled"
+    head_hidden_scaled: bool = False
+    head_depth_scaled: bool = False
+    fix_first_last: bool = False
+    repeats: tuple[int, ...] | None = None
+    kernel_sizes: tuple[int, ...] | None = None
+    padding: Literal["symmetric", "same"] = "symmetric"
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Options:
+        unknown = set(d) - set(cls.names())
+        if unknown:
+            raise ValueError(f"unknown architecture option(s) {sorted(unknown)}; known: {', '.join(cls.names())}")
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**d)
+
+    def validate(self, arch: Architecture) -> None:
+        """Raise ``ValueError`` naming the offending option and what would be accepted."""
+        if self.width_mult <= 0 or self.depth_mult <= 0:
+            raise ValueError(f"width_mult and depth_mult must be positive, got {self.width_mult}, {self.depth_mult}")
+        choices = {
+            "expand_rounding": ("divisor", "round", "width"),
+            "se_width": ("block_input", "expanded"),
+            "head_scaling": ("scaled", "at_least", "fixed", "none"),
+            "padding": ("symmetric", "same"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}")
+        if self.act is not None and self.act not in ACTIVATIONS:
+            raise ValueError(f"act={self.act!r} is not one of {ACTIVATIONS}")
+        for name in ("repeats", "kernel_sizes"):
+            value = getattr(self, name)
+            if value is not None and len(value) != len(arch.rows):
+                raise ValueError(
+                    f"{name} needs one entry per row of the {arch.name} table ({len(arch.rows)} rows), "
+                    f"got {len(value)}: {value}"
+                )
+        if self.kernel_sizes is not None and any(k < 1 or k % 2 == 0 for k in self.kernel_sizes):
+            raise ValueError(f"kernel_sizes must be odd positive integers, got {self.kernel_sizes}")
+        if self.repeats is not None and any(r < 1 for r in self.repeats):
+            raise ValueError(f"repeats must be positive integers, got {self.repeats}")
+
+    @property
+    def layer_options(self) -> LayerOptions:
+        return LayerOptions(self.padding, self.bn_eps, self.bn_momentum)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resolved configuration: concrete integers only.
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    """One block with every width fixed; the keyword arguments of its block class."""
+
+    block: str
+    in_chs: int
+    out_chs: int
+    kernel_size: int
+    stride: int
+    mid_chs: int | None
+    se_chs: int
+    act: str
+    se_act: str
+    se_gate: str
+    drop_path: float = 0.0
+    dilation: int = 1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A network with every choice made: what ``MobileNet`` builds and what a checkpoint describes."""
+
+    name: str
+    arch: str
+    options: Options
+    stem_chs: int
+    stem_act: str
+    stages: tuple[tuple[BlockConfig, ...], ...]
+    head_chs: int  # 0: no head conv
+    head_act: str
+    head_repeats: int
+    head_hidden: int  # 0: no hidden FC layer
+    num_classes: int = 1000
+    in_chans: int = 3
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    input_size: int = 224
+
+    @property
+    def num_features(self) -> int:
+        """Channels of ``forward_features`` output."""
+        return self.head_chs or self.stages[-1][-1].out_chs
+
+    @property
+    def head_hidden_size(self) -> int:
+        """Width of the pre-logits vector that feeds the classifier."""
+        return self.head_hidden or self.num_features
+
+    def table(self) -> str:
+        """The resolved network as a text table, one line per block."""
+        lines = [f"{self.name}: {self.arch}, input {self.input_size}x{self.input_size}"]
+        lines.append(f"{'layer':<12}{'block':<20}{'k':>3}{'s':>3}{'in':>6}{'mid':>6}{'out':>6}{'se':>5}  act")
+        lines.append(f"{'stem':<12}{'ConvNormAct':<20}{3:>3}{2:>3}{self.in_chans:>6}{'':>6}{self.stem_chs:>6}"
+                     f"{'':>5}  {self.stem_act}")
+        for i, stage in enumerate(self.stages):
+            for j, b in enumerate(stage):
+                mid = "" if b.mid_chs is None else b.mid_chs
+                se = b.se_chs or ""
+                lines.append(f"{f'stages.{i}.{j}':<12}{b.block:<20}{b.kernel_size:>3}{b.stride:>3}{b.in_chs:>6}"
+                             f"{mid:>6}{b.out_chs:>6}{se:>5}  {b.act}")
+        in_chs = self.stages[-1][-1].out_chs
+        for i in range(self.head_repeats if self.head_chs else 0):
+            label = "head" if self.head_repeats == 1 else f"head.{i}"
+            lines.append(f"{label:<12}{'ConvNormAct':<20}{1:>3}{1:>3}{in_chs:>6}{'':>6}"
+                         f"{self.head_chs:>6}{'':>5}  {self.head_act}")
+            in_chs = self.head_chs
+        if self.head_hidden:
+            lines.append(f"{'pre_logits':<12}{'Linear':<20}{'':>6}{self.num_features:>6}{'':>6}"
+                         f"{self.head_hidden:>6}{'':>5}  {self.head_act}")
+        lines.append(f"{'classifier':<12}{'Linear':<20}{'':>6}{self.head_hidden_size:>6}{'':>6}"
+                     f"{self.num_classes:>6}")
+        return "\n".join(lines)
+
+
+def scale_depth(repeats: list[int], depth_mult: float) -> list[int]:
+    """Scale one stage's repeats: ``ceil(total * depth_mult)`` spread over its rows, last rows first.
+
+    This is the rule of TF's MobileNetV3/EfficientNet builders (as ported by timm); for a one-row stage it is
+    simply ``ceil(repeats * depth_mult)``, the EfficientNet paper's rule.
+    """
+    total = sum(repeats)
+    target = math.ceil(total * depth_mult)
+    scaled = []
+    for r in reversed(repeats):
+        n = max(1, round(r / total * target))
+        scaled.append(n)
+        total -= r
+        target -= n
+    return scaled[::-1]
+
+
+def _stages(rows: list[Row]) -> list[list[Row]]:
+    """Group consecutive rows with the same output width into stages, merging rows that repeat one block."""
+    stages: list[list[Row]] = []
+    for row in rows:
+        if stages and stages[-1][-1].out == row.out:
+            last = stages[-1][-1]
+            if row.stride == 1 and replace(row, repeats=1, stride=last.stride) == replace(last, repeats=1):
+                stages[-1][-1] = replace(last, repeats=last.repeats + row.repeats)
+            else:
+                stages[-1].append(row)
+        else:
+            stages.append([row])
+    return stages
+
+
+def resolve(
+    arch: Architecture,
+    options: Options,
+    *,
+    name: str = "",
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    drop_path_rate: float = 0.0,
+    input_size: int = 224,
+) -> ModelConfig:
+    """Apply width, depth, divisor and every rounding rule to ``arch``; the only place scaling happens."""
+    o = options
+    o.validate(arch)
+
+    def ch(c: float) -> int:
+        return adjust_channels(c, o.divisor, round_limit=o.round_limit)
+
+    def act(a: str) -> str:
+        return "relu" if o.minimal else (o.act or a)
+
+    rows = list(arch.rows)
+    if o.repeats is not None:
+        rows = [replace(r, repeats=n) for r, n in zip(rows, o.repeats)]
+    if o.kernel_sizes is not None:
+        rows = [replace(r, kernel=k) for r, k in zip(rows, o.kernel_sizes)]
+    if o.se_ratio is not None:
+        rows = [replace(r, se=o.se_ratio) for r in rows]
+    if o.minimal:
+        rows = [replace(r, se=0.0, kernel=3) for r in rows]
+    stages = _stages(rows)
+    last = len(stages) - 1
+    scaled_stages = []
+    for i, stage in enumerate(stages):
+        mult = 1.0 if o.fix_first_last and i in (0, last) else o.depth_mult
+        counts = scale_depth([r.repeats for r in stage], mult)
+        scaled_stages.append([replace(r, repeats=n) for r, n in zip(stage, counts)])
+
+    total_blocks = sum(r.repeats for stage in scaled_stages for r in stage)
+    stem = ch(arch.stem * o.width_mult) if o.stem_scaled else arch.stem
+    in_chs, paper_in, index = stem, arch.stem, 0
+    stage_cfgs = []
+    for stage in scaled_stages:
+        blocks = []
+        for row in stage:
+            out = ch(row.out * o.width_mult)
+            for j in range(row.repeats):
+                if row.expand == 1:
+                    mid = None
+                elif o.expand_rounding == "divisor":
+                    mid = ch(in_chs * row.expand)
+                elif o.expand_rounding == "round":
+                    mid = int(round(in_chs * row.expand))
+                else:
+                    mid = ch(round(paper_in * row.expand) * o.width_mult)
+                width = in_chs if mid is None else mid
+                if row.se <= 0:
+                    se = 0
+                elif o.se_width == "block_input":
+                    se = max(1, int(in_chs * row.se))
+                else:
+                    se = ch(width * row.se)
+                blocks.append(BlockConfig(
+                    block=row.block.__name__,
+                    in_chs=in_chs,
+                    out_chs=out,
+                    kernel_size=row.kernel,
+                    stride=row.stride if j == 0 else 1,
+                    mid_chs=mid,
+                    se_chs=se,
+                    act=act(row.act),
+                    se_act=act(row.act) if arch.se_act is None else arch.se_act,
+                    se_gate=arch.se_gate,
+                    drop_path=drop_path_rate * index / total_blocks,
+                ))
+                in_chs, paper_in, index = out, row.out, index + 1
+        stage_cfgs.append(tuple(blocks))
+
+    head = {
+        "scaled": ch(arch.head * o.width_mult),
+        "at_least": max(arch.head, ch(arch.head * o.width_mult)),
+        "fixed": arch.head,
+        "none": 0,
+    }[o.head_scaling]
+    hidden = ch(arch.head_hidden * o.width_mult) if o.head_hidden_scaled and arch.head_hidden else arch.head_hidden
+    return ModelConfig(
+        name=name,
+        arch=arch.name,
+        options=o,
+        stem_chs=stem,
+        stem_act=act(arch.stem_act),
+        stages=tuple(stage_cfgs),
+        head_chs=head,
+        head_act=act(arch.head_act),
+        head_repeats=math.ceil(o.depth_mult) if o.head_depth_scaled else 1,
+        head_hidden=hidden,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        drop_path_rate=drop_path_rate,
+        input_size=input_size,
+    )
+
+
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "BlockConfig",
+    "ModelConfig",
+    "Options",
+    "Row",
+    "resolve",
+    "scale_depth",
+]
