@@ -1,0 +1,7 @@
+"""timm key layout (to be written)."""
+
+SOURCES: dict[str, tuple[str, dict]] = {}
+
+
+def key_map(config, model):
+    raise NotImplementedError

@@ -1,0 +1,64 @@
+"""torchvision's ``mobilenet_v2``, ``mobilenet_v3_*``, ``efficientnet_b*`` and ``efficientnet_v2_*`` key layout.
+
+torchvision stores layers in index-keyed ``nn.Sequential``s whose indices shift when an optional layer is
+absent; the map below walks our resolved blocks and counts those indices.
+"""
+
+from __future__ import annotations
+
+from ..specs import ModelConfig
+from . import KeyMap
+
+_V3 = dict(expand_rounding="width", se_width="expanded", head_hidden_scaled=True, bn_eps=1e-3, bn_momentum=0.01)
+_EFF_TF_BN = dict(bn_eps=1e-3, bn_momentum=0.01)
+
+SOURCES: dict[str, tuple[str, dict]] = {
+    "mobilenet_v2": ("mobilenet_v2", dict(expand_rounding="round", head_scaling="at_least")),
+    "mobilenet_v3_large": ("mobilenet_v3_large", _V3),
+    "mobilenet_v3_small": ("mobilenet_v3_small", _V3),
+    **{f"efficientnet_b{i}": (f"efficientnet_b{i}", {} if i < 5 else _EFF_TF_BN) for i in range(8)},
+    **{f"efficientnet_v2_{v}": (f"efficientnet_v2_{v}", dict(bn_eps=1e-3)) for v in ("s", "m", "l")},
+}
+
+
+def key_map(config: ModelConfig, model: str) -> KeyMap:
+    km = KeyMap()
+    km.conv_bn("stem", "features.0.0", "features.0.1")
+    flat = model.startswith("mobilenet")  # MobileNets: features.<block + 1>; EfficientNets: features.<stage + 1>.<j>
+    index = 0
+    for i, stage in enumerate(config.stages):
+        for j, b in enumerate(stage):
+            index += 1
+            ours = f"stages.{i}.{j}"
+            theirs = f"features.{index}" if flat else f"features.{i + 1}.{j}"
+            seq = f"{theirs}.conv" if model == "mobilenet_v2" else f"{theirs}.block"
+            layers = []  # our layer name, kind
+            if b.block == "FusedMobileBlock":
+                layers.append(("conv_exp", "cna"))
+                layers += [("conv_pwl", "cna")] if b.mid_chs is not None else []
+            else:
+                layers += [("conv_pw", "cna")] if b.mid_chs is not None else []
+                layers.append(("conv_dw", "cna"))
+                layers += [("se", "se")] if b.se_chs else []
+                layers.append(("conv_pwl", "split" if model == "mobilenet_v2" else "cna"))
+            k = 0
+            for name, kind in layers:
+                if kind == "cna":
+                    km.conv_bn(f"{ours}.{name}", f"{seq}.{k}.0", f"{seq}.{k}.1")
+                elif kind == "se":
+                    km.se(f"{ours}.se", f"{seq}.{k}.fc1", f"{seq}.{k}.fc2")
+                else:  # MobileNetV2's projection: a bare conv and a BatchNorm, two indices
+                    km.conv(f"{ours}.{name}.conv", f"{seq}.{k}")
+                    k += 1
+                    km.bn(f"{ours}.{name}.bn", f"{seq}.{k}")
+                k += 1
+    last = f"features.{index + 1}" if flat else f"features.{len(config.stages) + 1}"
+    km.conv_bn("head", f"{last}.0", f"{last}.1")
+    if config.head_hidden:
+        km.conv("pre_logits.fc", "classifier.0", bias=True)
+        classifier = "classifier.3"
+    else:
+        classifier = "classifier.1"
+    if config.num_classes:
+        km.conv("classifier", classifier, bias=True)
+    return km
