@@ -1,0 +1,46 @@
+"""Shared test helpers: randomised BatchNorm statistics and float64 logit comparison."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# Tests never touch the network, and never write to the user's cache.
+os.environ.setdefault("MOBILENETS_OFFLINE_TESTS", "1")
+
+PARITY_SIZE = 128  # small inputs keep the float64 parity suite fast
+
+
+def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every BatchNorm non-trivial statistics and affine parameters, so a wrong eps or mapping shows."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            with torch.no_grad():
+                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+                if m.weight is not None:
+                    m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                    m.bias.copy_(torch.rand(n, generator=g) * 0.6 - 0.3)
+                m.num_batches_tracked.fill_(int(torch.randint(1, 1000, (1,), generator=g)))
+    return model
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / a.abs().max().clamp_min(1e-30))
+
+
+def param_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.fixture
+def parity_input() -> torch.Tensor:
+    return torch.randn(2, 3, PARITY_SIZE, PARITY_SIZE, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
