@@ -61,8 +61,6 @@ class MobileBlock(nn.Module):
     Howard et al., 2019, Fig. 4; Tan & Le, 2019.
     """
 
-    has_skip: torch.jit.Final[bool]
-
     def __init__(
         self,
         in_chs: int,
@@ -101,8 +99,6 @@ class FusedMobileBlock(nn.Module):
     k×k expansion conv → squeeze-excite → linear 1×1 projection. With expansion ratio 1 (``mid_chs=None``)
     the k×k conv maps straight to ``out_chs`` and there is no projection. Tan & Le, 2021, Fig. 2 and Table 4.
     """
-
-    has_skip: torch.jit.Final[bool]
 
     def __init__(
         self,

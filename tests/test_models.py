@@ -1,0 +1,231 @@
+"""Every registered model: tables resolve to the papers' numbers, forward/backward, scripting, API and errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mobilenets
+from mobilenets import CheckpointError, build_config, create_model, from_checkpoint, list_models, save_checkpoint
+
+torch.set_flush_denormal(True)
+ALL = list_models()
+
+
+def stage_outs(name: str, **kw) -> list[int]:
+    return [stage[-1].out_chs for stage in build_config(name, **kw).stages]
+
+
+def repeats(name: str, **kw) -> list[int]:
+    return [len(stage) for stage in build_config(name, **kw).stages]
+
+
+# -- the tables resolve to the papers' numbers -------------------------------------------------------------------
+
+
+def test_mobilenet_v1_table():  # Howard et al., 2017, Table 1
+    c = build_config("mobilenet_v1")
+    assert c.stem_chs == 32 and stage_outs("mobilenet_v1") == [64, 128, 256, 512, 1024]
+    assert repeats("mobilenet_v1") == [1, 2, 2, 6, 2]
+    assert [b.stride for s in c.stages for b in s] == [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1]
+    assert stage_outs("mobilenet_v1_025") == [16, 32, 64, 128, 256]
+
+
+def test_mobilenet_v2_table():  # Sandler et al., 2018, Table 2
+    c = build_config("mobilenet_v2")
+    assert c.stem_chs == 32 and c.head_chs == 1280
+    assert stage_outs("mobilenet_v2") == [16, 24, 32, 64, 96, 160, 320]
+    assert repeats("mobilenet_v2") == [1, 2, 3, 4, 3, 3, 1]
+    assert [b.mid_chs for b in c.stages[1]] == [96, 144]  # t = 6
+    assert build_config("mobilenet_v2_140").head_chs == 1792  # the head grows with width > 1 ...
+    assert build_config("mobilenet_v2_050").head_chs == 1280  # ... but never shrinks
+
+
+def test_mobilenet_v3_tables():  # Howard et al., 2019, Tables 1 and 2
+    large = build_config("mobilenet_v3_large")
+    assert [b.mid_chs or b.in_chs for s in large.stages for b in s] == [
+        16, 64, 72, 72, 120, 120, 240, 200, 184, 184, 480, 672, 672, 960, 960]
+    assert [b.out_chs for s in large.stages for b in s][-1] == 160
+    assert (large.stem_chs, large.head_chs, large.head_hidden) == (16, 960, 1280)
+    small = build_config("mobilenet_v3_small")
+    assert [b.mid_chs or b.in_chs for s in small.stages for b in s] == [16, 72, 88, 96, 240, 240, 120, 144, 288, 576, 576]
+    assert (small.head_chs, small.head_hidden) == (576, 1024)
+    assert [b.act for s in small.stages for b in s][:4] == ["relu", "relu", "relu", "hard_swish"]
+
+
+def test_mobilenet_v3_expanded_rounding_options():
+    # torchvision scales the paper's exp size; TF/timm scale the ratio times the rounded input width
+    tv = build_config("mobilenet_v3_large_075")
+    tf = build_config("mobilenet_v3_large_075", expand_rounding="divisor")
+    assert tv.stages[3][3].mid_chs == 136  # adjust(184 * 0.75)
+    assert tf.stages[3][3].mid_chs == 144  # adjust(64 * 184 / 80)
+
+
+def test_minimal_variants():
+    c = build_config("mobilenet_v3_large_minimal")
+    blocks = [b for s in c.stages for b in s]
+    assert all(b.se_chs == 0 and b.kernel_size == 3 and b.act == "relu" for b in blocks)
+    assert c.stem_act == c.head_act == "relu"
+
+
+def test_efficientnet_scaling():  # Tan & Le, 2019, Table 1 and Sec. 3.3
+    assert stage_outs("efficientnet_b0") == [16, 24, 40, 80, 112, 192, 320]
+    assert repeats("efficientnet_b0") == [1, 2, 2, 3, 3, 4, 1]
+    assert stage_outs("efficientnet_b7") == [32, 48, 80, 160, 224, 384, 640]
+    assert repeats("efficientnet_b7") == [4, 7, 7, 10, 10, 13, 4]
+    assert build_config("efficientnet_b7").head_chs == 2560
+    lite4 = build_config("efficientnet_lite4")
+    assert lite4.stem_chs == 32 and lite4.head_chs == 1280  # fixed stem and head
+    assert repeats("efficientnet_lite4")[0] == 1 and repeats("efficientnet_lite4")[-1] == 1
+
+
+def test_efficientnet_v2_s_table():  # Tan & Le, 2021, Table 4
+    c = build_config("efficientnet_v2_s")
+    assert c.stem_chs == 24 and c.head_chs == 1280
+    assert stage_outs("efficientnet_v2_s") == [24, 48, 64, 128, 160, 256]
+    assert repeats("efficientnet_v2_s") == [2, 4, 4, 6, 9, 15]
+    assert [s[0].block for s in c.stages] == ["FusedMobileBlock"] * 3 + ["MobileBlock"] * 3
+
+
+def test_repeats_and_kernel_overrides():
+    c = build_config("mobilenet_v2", repeats=(1, 1, 1, 1, 1, 1, 1), kernel_sizes=(3, 5, 5, 5, 3, 3, 7))
+    assert repeats("mobilenet_v2", repeats=[1] * 7) == [1] * 7
+    assert [s[0].kernel_size for s in c.stages] == [3, 5, 5, 5, 3, 3, 7]
+    with pytest.raises(ValueError, match="one entry per row"):
+        build_config("mobilenet_v2", repeats=(1, 2))
+
+
+def test_stochastic_depth_grows_linearly():
+    c = build_config("efficientnet_b0", drop_path_rate=0.2)
+    rates = [b.drop_path for s in c.stages for b in s]
+    assert rates[0] == 0.0 and rates == sorted(rates) and rates[-1] == pytest.approx(0.2 * 15 / 16)
+
+
+# -- every registered model runs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_forward_backward(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=7, drop_path_rate=0.1)
+    assert model.training
+    x = torch.randn(2, 3, 64, 64)
+    out = model(x)
+    assert out.shape == (2, 7)
+    out.square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"parameters without gradient: {missing[:5]}"
+    feats = model.forward_features(x)
+    assert feats.shape[:2] == (2, model.num_features) and feats.shape[-1] == 2
+    assert model.forward_head(feats, pre_logits=True).shape == (2, model.head_hidden_size)
+
+
+def test_in_chans_and_headless():
+    model = create_model("mobilenet_v3_small", in_chans=1, num_classes=0).eval()
+    assert model(torch.randn(1, 1, 96, 96)).shape == (1, model.head_hidden_size)
+
+
+def test_reset_classifier():
+    model = create_model("efficientnet_b0")
+    model.reset_classifier(5)
+    assert model.get_classifier().out_features == 5 and model.config.num_classes == 5
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 5)
+    model.reset_classifier(0)
+    assert isinstance(model.get_classifier(), torch.nn.Identity)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_lite0",
+                                  "efficientnet_v2_b0"])
+def test_torchscript(name: str) -> None:
+    model = create_model(name).eval()
+    x = torch.randn(1, 3, 96, 96)
+    scripted = torch.jit.script(model)
+    torch.testing.assert_close(scripted(x), model(x))
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_large", "efficientnet_b0", "efficientnet_v2_s"])
+def test_torch_export(name: str) -> None:
+    model = create_model(name, num_classes=10).eval()
+    x = torch.randn(1, 3, 96, 96)
+    exported = torch.export.export(model, (x,))
+    torch.testing.assert_close(exported.module()(x), model(x))
+
+
+# -- API and errors ------------------------------------------------------------------------------------------------
+
+
+def test_list_models():
+    assert "mobilenet_v3_large" in ALL and ALL == sorted(ALL)
+    assert list_models("efficientnet_lite*") == [f"efficientnet_lite{i}" for i in range(5)]
+    for name in ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b8",
+                 "efficientnet_v2_xl", "efficientnet_v2_b3", "mobilenet_v3_large_minimal", "mobilenet_v3_small_minimal"]:
+        assert name in ALL
+
+
+def test_unknown_model_suggests_close_names():
+    with pytest.raises(ValueError, match="mobilenet_v3_large"):
+        create_model("mobilenet_v3_larg")
+
+
+def test_unknown_option_is_named():
+    with pytest.raises(ValueError, match="bn_epsilon"):
+        create_model("mobilenet_v2", bn_epsilon=1e-3)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(padding="valid"), "padding"),
+    (dict(width_mult=0), "width_mult"),
+    (dict(drop_rate=1.5), "drop_rate"),
+    (dict(act="gelu"), "act"),
+    (dict(num_classes=-1), "num_classes"),
+])
+def test_invalid_values(kw, match):
+    with pytest.raises(ValueError, match=match):
+        create_model("mobilenet_v2", **kw)
+
+
+def test_config_table_reads_like_the_paper():
+    table = create_model("mobilenet_v2").config.table()
+    assert "stages.6.0" in table and "MobileBlock" in table and "1280" in table
+
+
+def test_public_names():
+    for name in ["MobileBlock", "FusedMobileBlock", "DepthwiseSeparable", "SqueezeExcite", "h_swish", "h_sigmoid",
+                 "adjust_channels", "create_model", "list_models", "from_checkpoint"]:
+        assert hasattr(mobilenets, name)
+
+
+# -- checkpoints -------------------------------------------------------------------------------------------------
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = create_model("mobilenet_v3_small", num_classes=10, bn_eps=1e-5, padding="same").eval()
+    path = save_checkpoint(model, tmp_path / "m.safetensors", source="test")
+    assert not list(tmp_path.glob(".*tmp"))
+    loaded = from_checkpoint(path).eval()
+    assert loaded.config == model.config
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(loaded(x), model(x))
+    again = create_model("mobilenet_v3_small", checkpoint_path=path).eval()  # takes the file's options
+    torch.testing.assert_close(again(x), model(x))
+    with pytest.raises(CheckpointError, match="not 'mobilenet_v3_large'"):
+        create_model("mobilenet_v3_large", checkpoint_path=path)
+    with pytest.raises(CheckpointError, match="padding"):
+        create_model("mobilenet_v3_small", checkpoint_path=path, padding="symmetric")
+    with pytest.raises(CheckpointError, match="num_classes"):
+        create_model("mobilenet_v3_small", checkpoint_path=path, num_classes=5)
+
+
+def test_corrupt_and_foreign_checkpoints(tmp_path):
+    path = save_checkpoint(create_model("mobilenet_v3_small"), tmp_path / "m.safetensors")
+    truncated = tmp_path / "t.safetensors"
+    truncated.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        from_checkpoint(truncated)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        from_checkpoint(tmp_path / "nope.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(CheckpointError, match="not written by mobilenets"):
+        from_checkpoint(tmp_path / "foreign.safetensors")
