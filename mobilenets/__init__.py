@@ -9,6 +9,7 @@ Quick start::
 
 from .blocks import DepthwiseSeparable, FusedMobileBlock, MobileBlock
 from .checkpoint import CheckpointError, from_checkpoint, save_checkpoint
+from .data import eval_transform, imagenet_categories
 from .layers import ConvNormAct, DropPath, LayerOptions, SqueezeExcite, adjust_channels, h_sigmoid, h_swish
 from .model import MobileNet
 from .registry import build_config, create_model, get_spec, list_models
@@ -35,10 +36,12 @@ __all__ = [
     "adjust_channels",
     "build_config",
     "create_model",
+    "eval_transform",
     "from_checkpoint",
     "get_spec",
     "h_sigmoid",
     "h_swish",
+    "imagenet_categories",
     "list_models",
     "resolve",
     "save_checkpoint",
