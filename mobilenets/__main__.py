@@ -1,0 +1,10 @@
+"""``python -m mobilenets predict IMAGE [IMAGE ...]``; see ``mobilenets.cli``."""
+
+import sys
+
+from .cli import main
+
+__all__ = ["main"]
+
+if __name__ == "__main__":
+    sys.exit(main())
