@@ -365,17 +365,39 @@ def test_usage_errors(capsys, checkpoints, images) -> None:
     assert code == 0 and "--topk" in out and "--checkpoint" in out
 
 
-def test_default_embedded_model(capsys, images) -> None:
-    code, out, err = run_main(capsys, "predict", images["rgb.jpg"], "--json", "--topk", "3")
+CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+ESPRESSO = 967
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, set[int]]]:
+    """The repository's CC0 example photos, as they are and converted to other modes, with their expected classes."""
+    d = tmp_path_factory.mktemp("photos")
+    cat, coffee = REPO / "examples" / "chelsea.jpg", REPO / "examples" / "coffee.jpg"
+    rgba = Image.open(cat).convert("RGBA")
+    rgba.paste((0, 0, 0, 0), (0, 0, rgba.width, 20))  # a transparent band
+    rgba.save(d / "chelsea_rgba.png")
+    Image.open(cat).convert("P", palette=Image.Palette.ADAPTIVE).save(d / "chelsea_palette.png")
+    Image.open(coffee).convert("L").convert("I").point(lambda v: v * 257).convert("I;16").save(d / "coffee16.png")
+    return {"chelsea.jpg": (cat, CATS), "coffee.jpg": (coffee, {ESPRESSO}), "rgba": (d / "chelsea_rgba.png", CATS),
+            "palette": (d / "chelsea_palette.png", CATS), "gray16": (d / "coffee16.png", {ESPRESSO})}
+
+
+def test_default_embedded_model_on_photos(capsys, photos) -> None:
+    """No --model/--pretrained: the embedded EfficientNet-Lite0 weights, offline, with their own preprocessing."""
+    paths = [p for p, _ in photos.values()]
+    code, out, err = run_main(capsys, "predict", *paths, "--json", "--topk", "3")
     assert code == 0 and err == ""
-    preds = json.loads(out)[0]["predictions"]
-    assert len(preds) == 3 and all(0 < p["probability"] < 1 for p in preds)
-    assert preds[0]["label"] == imagenet_categories()[preds[0]["index"]]
+    doc = json.loads(out)
+    for d, (_, expected) in zip(doc, photos.values(), strict=True):
+        preds = d["predictions"]
+        assert len(preds) == 3 and preds[0]["index"] in expected, (d["image"], preds)
+        assert preds[0]["label"] == imagenet_categories()[preds[0]["index"]]
 
 
-def test_subprocess_every_mode_and_bad_inputs(home, images) -> None:
+def test_subprocess_every_mode_and_bad_inputs(home, images, photos) -> None:
     """The real command: default embedded weights, every image mode, and each kind of unusable input."""
-    good = [images[n] for n in GOOD]
+    good = [images[n] for n in GOOD] + [photos["chelsea.jpg"][0]]
     bad = [images[n] for n in ("missing", "directory", "text")]
     env = {**os.environ, "MOBILENETS_HOME": str(home), "PYTHONPATH": str(REPO)}
     env.pop("MOBILENETS_DEBUG", None)
@@ -394,3 +416,4 @@ def test_subprocess_every_mode_and_bad_inputs(home, images) -> None:
         i = lines.index(f"{path}:")
         assert [line.split()[0] for line in lines[i + 1:i + 3]] == ["1.", "2."]
     assert len(lines) == 1 + 3 * len(good)
+    assert lines[-2].endswith(("tabby  [281]", "tiger cat  [282]", "Egyptian cat  [285]"))  # chelsea.jpg
