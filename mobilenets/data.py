@@ -111,6 +111,13 @@ def _rescale_high_depth(img: Image.Image) -> Image.Image:
     return gray
 
 
+def _background(color: Sequence[int]) -> tuple[int, int, int]:
+    fill = tuple(int(c) for c in color)
+    if len(fill) != 3 or not all(0 <= c <= 255 for c in fill):
+        raise ValueError(f"background must be three 0..255 values (R, G, B), got {color!r}")
+    return fill  # type: ignore[return-value]
+
+
 def to_rgb(img: Image.Image, background: Sequence[int] | None = WHITE) -> Image.Image:
     """Convert a Pillow image of any mode to 8-bit RGB.
 
@@ -141,10 +148,7 @@ def to_rgb(img: Image.Image, background: Sequence[int] | None = WHITE) -> Image.
         raise ValueError(f"cannot convert a {img.mode} image to RGB ({e})") from None
     if background is None:
         return rgba.convert("RGB")
-    fill = tuple(int(c) for c in background)
-    if len(fill) != 3 or not all(0 <= c <= 255 for c in fill):
-        raise ValueError(f"background must be three 0..255 values, got {background!r}")
-    canvas = Image.new("RGBA", rgba.size, (*fill, 255))
+    canvas = Image.new("RGBA", rgba.size, (*_background(background), 255))
     return Image.alpha_composite(canvas, rgba).convert("RGB")
 
 
@@ -204,7 +208,7 @@ class EvalTransform:
         self.std = _triple(std, "std")
         if min(self.std) <= 0:
             raise ValueError(f"std must be positive, got {self.std}")
-        self.background = None if background is None else tuple(int(c) for c in background)
+        self.background = None if background is None else _background(background)
         self._mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
         self._std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
 

@@ -222,6 +222,8 @@ def test_eval_transform_from_models_and_configs(checkpoints: dict[str, Path]) ->
         EvalTransform(256, 224, "cubic")
     with pytest.raises(ValueError, match="crop"):
         EvalTransform(256, 0)
+    with pytest.raises(ValueError, match="background"):
+        EvalTransform(256, 224, background=(0, 0, 300))
     with pytest.raises(TypeError):
         eval_transform(torch.nn.Linear(2, 2))
 
