@@ -17,7 +17,7 @@ import torch
 from conftest import PARITY_SIZE, param_count, randomize_bn, relative_error
 
 import mobilenets
-from mobilenets.convert import ConversionError, convert_state_dict, get_source, supported_sources
+from mobilenets.convert import ConversionError, convert_state_dict, get_source, source_config, supported_sources
 from mobilenets.model import MobileNet
 
 efficientnet_pytorch = pytest.importorskip("efficientnet_pytorch")
@@ -70,8 +70,8 @@ def test_every_efficientnet_pytorch_model_is_supported():
 def test_scaling_matches_reference_table(source: str) -> None:
     model = source.split(":")[1]
     width, depth, _, _ = _reference_library(model).get_model_params(model, None)[1][:4]
-    options = get_source(source).options
-    assert (options["width_mult"], options["depth_mult"]) == (width, depth)
+    options = source_config(source).options
+    assert (options.width_mult, options.depth_mult) == (width, depth)
 
 
 @pytest.mark.parametrize("source", SOURCES)

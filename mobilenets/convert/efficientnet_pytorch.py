@@ -25,13 +25,6 @@ from __future__ import annotations
 from ..specs import ModelConfig
 from . import ConversionError, KeyMap
 
-# EfficientNet-PyTorch's ``efficientnet_params`` (and the fork's Lite rows): (width, depth) per model.
-_SCALING: dict[str, tuple[float, float]] = {
-    "b0": (1.0, 1.0), "b1": (1.0, 1.1), "b2": (1.1, 1.2), "b3": (1.2, 1.4), "b4": (1.4, 1.8),
-    "b5": (1.6, 2.2), "b6": (1.8, 2.6), "b7": (2.0, 3.1), "b8": (2.2, 3.6),
-    "lite0": (1.0, 1.0), "lite1": (1.0, 1.1), "lite2": (1.1, 1.2), "lite3": (1.2, 1.4), "lite4": (1.4, 1.8),
-}
-
 _COMMON = dict(
     divisor=8,
     round_limit=0.9,
@@ -44,12 +37,10 @@ _COMMON = dict(
 _B = dict(_COMMON, se_ratio=None, act=None, stem_scaled=True, head_scaling="scaled", fix_first_last=False)
 _LITE = dict(_COMMON, se_ratio=0.0, act="relu6", stem_scaled=False, head_scaling="fixed", fix_first_last=True)
 
+# Width and depth per variant are the registry's (the EfficientNet paper's), identical to EfficientNet-PyTorch's.
 SOURCES: dict[str, tuple[str, dict]] = {
-    f"efficientnet-{v}": (
-        f"efficientnet_{v}",
-        dict(_LITE if v.startswith("lite") else _B, width_mult=w, depth_mult=d),
-    )
-    for v, (w, d) in _SCALING.items()
+    **{f"efficientnet-b{i}": (f"efficientnet_b{i}", _B) for i in range(9)},
+    **{f"efficientnet-lite{i}": (f"efficientnet_lite{i}", _LITE) for i in range(5)},
 }
 
 
