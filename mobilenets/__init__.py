@@ -12,6 +12,7 @@ from .checkpoint import CheckpointError, from_checkpoint, save_checkpoint
 from .data import eval_transform, imagenet_categories
 from .layers import ConvNormAct, DropPath, LayerOptions, SqueezeExcite, adjust_channels, h_sigmoid, h_swish
 from .model import MobileNet
+from .pretrained import PretrainedError, download_pretrained, get_cache_dir, get_pretrained_cfg, list_pretrained
 from .registry import build_config, create_model, get_spec, list_models
 from .specs import ARCHITECTURES, Architecture, BlockConfig, ModelConfig, Options, Row, resolve
 
@@ -31,18 +32,23 @@ __all__ = [
     "MobileNet",
     "ModelConfig",
     "Options",
+    "PretrainedError",
     "Row",
     "SqueezeExcite",
     "adjust_channels",
     "build_config",
     "create_model",
+    "download_pretrained",
     "eval_transform",
     "from_checkpoint",
+    "get_cache_dir",
+    "get_pretrained_cfg",
     "get_spec",
     "h_sigmoid",
     "h_swish",
     "imagenet_categories",
     "list_models",
+    "list_pretrained",
     "resolve",
     "save_checkpoint",
 ]

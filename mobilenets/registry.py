@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import os
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -172,6 +173,7 @@ def create_model(
     drop_path_rate: float = 0.0,
     checkpoint_path: str | None = None,
     pretrained: bool | str = False,
+    cache_dir: str | os.PathLike | None = None,
     **options: Any,
 ) -> nn.Module:
     """Build a registered model, in train mode, optionally loading a checkpoint or pretrained weights.
@@ -185,6 +187,7 @@ def create_model(
         drop_path_rate: stochastic depth rate of the last block, growing linearly from 0 at the first.
         checkpoint_path: a ``.safetensors`` file written by mobilenets; its recorded architecture is used.
         pretrained: ``True`` for the model's default pretrained tag, or a tag from ``list_pretrained()``.
+        cache_dir: where pretrained weights are cached (default ``$MOBILENETS_HOME``, else the torch hub cache).
         **options: architecture options, see ``mobilenets.Options``.
     """
     kwargs = dict(num_classes=num_classes, in_chans=in_chans, width_mult=width_mult, depth_mult=depth_mult,
@@ -194,7 +197,7 @@ def create_model(
     if pretrained:
         from .pretrained import load_pretrained
 
-        return load_pretrained(name, pretrained, **kwargs)
+        return load_pretrained(name, pretrained, cache_dir=cache_dir, **kwargs)
     if checkpoint_path is not None:
         from .checkpoint import load_checkpoint_into
 
