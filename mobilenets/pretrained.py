@@ -16,7 +16,8 @@ Cache layout (``get_cache_dir()``: the ``cache_dir=`` argument, else ``$MOBILENE
                                                    conversion, for entries without a full ``sha256`` in the manifest;
                                                    later downloads must match it
     locks/<model>.<tag>.lock                       empty lock files: one process at a time fetches an entry
-    .tmp-*/                                        one run's download and conversion, removed when it ends
+    .tmp-*/                                        one run's download and conversion, removed when it ends (and,
+                                                   after a day untouched, by a later run if the process was killed)
 
 ``<file name>`` is the last part of the URL (``download_name``), prefixed with the repository for Hugging Face
 URLs, whose files are all called ``model.safetensors``. The upstream file itself is not kept.
@@ -40,6 +41,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from contextlib import ExitStack
@@ -60,6 +62,7 @@ ENV_HOME = "MOBILENETS_HOME"
 ENV_TIMEOUT = "MOBILENETS_DOWNLOAD_TIMEOUT"
 DEFAULT_TIMEOUT = 15.0  # seconds, for connecting and for each read
 CHUNK = 1 << 20
+STALE_AFTER = 24 * 3600.0  # seconds: a .tmp-* folder untouched this long belongs to a killed run
 REQUIRED_KEYS = ("model", "tag", "default", "url", "source", "format", "preprocess", "license")
 PREPROCESS_KEYS = ("input_size", "resize", "crop", "interpolation", "mean", "std")
 STEM_WEIGHT = "stem.conv.weight"
@@ -374,8 +377,21 @@ def _fetch(entry: dict[str, Any], cache_dir: str | os.PathLike | None, progress:
         return _fetch_locked(entry, paths, scheme, progress)
 
 
+def _remove_stale_work_dirs(home: Path, max_age: float = STALE_AFTER) -> None:
+    """Remove ``.tmp-*`` folders of runs that were killed outright (nothing in them changed for ``max_age`` s)."""
+    now = time.time()
+    for work in home.glob(".tmp-*"):
+        try:
+            newest = max([work.stat().st_mtime] + [p.stat().st_mtime for p in work.iterdir()])
+        except OSError:  # removed meanwhile by its own run
+            continue
+        if now - newest > max_age:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def _fetch_locked(entry: dict[str, Any], paths: dict[str, Path], scheme: str, progress: bool) -> Path:
     ckpt, url = paths["checkpoint"], entry["url"]
+    _remove_stale_work_dirs(paths["home"])
     with ExitStack() as stack:
         work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=paths["home"]))
         stack.callback(shutil.rmtree, work, ignore_errors=True)

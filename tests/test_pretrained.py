@@ -12,6 +12,7 @@ import importlib.resources
 import importlib.util
 import io
 import json
+import os
 import socket
 import sys
 import time
@@ -361,6 +362,19 @@ def test_interrupted_download_leaves_nothing(tmp_path, monkeypatch, upstream, ho
         assert url in str(e.value) and str(home / "downloads" / "mobilenet_v3_small-00000000.pth") in str(e.value)
     assert calls == [(url, pt.DEFAULT_TIMEOUT)]
     assert cached_files(home) == [] and not list(home.glob(".tmp-*"))
+
+
+def test_killed_runs_work_dirs_are_removed_later(tmp_path, monkeypatch, upstream, home) -> None:
+    use_manifest(monkeypatch, tmp_path, entry("a", upstream["a"].as_uri(), default=True))
+    stale, recent = home / ".tmp-killed", home / ".tmp-running"
+    for d in (stale, recent):
+        d.mkdir(parents=True)
+        (d / "partial.pth").write_bytes(b"x")
+    old = time.time() - pt.STALE_AFTER - 60
+    for p in (stale, stale / "partial.pth"):
+        os.utime(p, (old, old))
+    mobilenets.create_model(MODEL, pretrained=True)
+    assert not stale.exists() and (recent / "partial.pth").is_file()
 
 
 def test_tampered_cache_is_refused(tmp_path, monkeypatch, upstream, home) -> None:
