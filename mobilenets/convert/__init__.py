@@ -149,7 +149,7 @@ def convert_state_dict(
             continue
         tensor = state_dict[theirs]
         if tensor.shape != target[ours]:
-            if tensor.numel() == target[ours].numel() and tensor.dim() in (2, 4) and target[ours].dim() in (2, 4):
+            if tensor.numel() == target[ours].numel() and tensor.dim() in (2, 4) and len(target[ours]) in (2, 4):
                 tensor = tensor.reshape(target[ours])  # Linear <-> 1x1 conv
             else:
                 misshaped.append(f"{theirs} {tuple(tensor.shape)} -> {ours} {tuple(target[ours])}")
