@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import ConvNormAct, DropPath, LayerOptions, SqueezeExcite
+from .layers import DEFAULT_LAYER_OPTIONS, ConvNormAct, DropPath, LayerOptions, SqueezeExcite
 
 
 def _se(channels: int, se_chs: int, act: str, gate: str) -> nn.Module:
@@ -40,7 +40,7 @@ class DepthwiseSeparable(nn.Module):
         se_act: str = "relu",
         se_gate: str = "sigmoid",
         drop_path: float = 0.0,
-        opts: LayerOptions = LayerOptions(),
+        opts: LayerOptions = DEFAULT_LAYER_OPTIONS,
     ) -> None:
         super().__init__()
         if mid_chs is not None:
@@ -75,7 +75,7 @@ class MobileBlock(nn.Module):
         se_act: str = "relu",
         se_gate: str = "sigmoid",
         drop_path: float = 0.0,
-        opts: LayerOptions = LayerOptions(),
+        opts: LayerOptions = DEFAULT_LAYER_OPTIONS,
     ) -> None:
         super().__init__()
         mid = in_chs if mid_chs is None else mid_chs
@@ -114,7 +114,7 @@ class FusedMobileBlock(nn.Module):
         se_act: str = "silu",
         se_gate: str = "sigmoid",
         drop_path: float = 0.0,
-        opts: LayerOptions = LayerOptions(),
+        opts: LayerOptions = DEFAULT_LAYER_OPTIONS,
     ) -> None:
         super().__init__()
         mid = out_chs if mid_chs is None else mid_chs

@@ -95,7 +95,8 @@ def _file_arguments(meta: dict[str, str]) -> dict[str, Any]:
         return dict(name=meta["model"], num_classes=int(meta["num_classes"]), in_chans=int(meta["in_chans"]),
                     options=options)
     except (KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"checkpoint metadata is incomplete or invalid ({e}); convert the weights again") from None
+        raise CheckpointError(f"checkpoint metadata is incomplete or invalid ({e}); convert the weights again") \
+            from None
 
 
 def load_state_dict_strict(model: nn.Module, tensors: dict[str, torch.Tensor], origin: str) -> None:
@@ -116,7 +117,9 @@ def _build(name: str, options: Options, **kwargs: Any) -> MobileNet:
     return MobileNet(build_config(name, **{**options.to_dict(), **kwargs}))
 
 
-def from_checkpoint(path: str | os.PathLike, *, drop_rate: float | None = None, drop_path_rate: float = 0.0) -> MobileNet:
+def from_checkpoint(
+    path: str | os.PathLike, *, drop_rate: float | None = None, drop_path_rate: float = 0.0
+) -> MobileNet:
     """Rebuild the exact model recorded in a mobilenets checkpoint and load its weights (train mode)."""
     meta, tensors = read_checkpoint(path)
     args = _file_arguments(meta)

@@ -78,6 +78,9 @@ class LayerOptions:
     bn_momentum: float = 0.1
 
 
+DEFAULT_LAYER_OPTIONS = LayerOptions()
+
+
 class PadSame(nn.Module):
     """TensorFlow SAME padding for a strided convolution: pad so that ``out = ceil(in / stride)``."""
 
@@ -137,7 +140,7 @@ class ConvNormAct(nn.Sequential):
         groups: int = 1,
         dilation: int = 1,
         act: str = "relu",
-        opts: LayerOptions = LayerOptions(),
+        opts: LayerOptions = DEFAULT_LAYER_OPTIONS,
     ) -> None:
         pad, conv = conv2d(in_chs, out_chs, kernel_size, stride, dilation, groups, bias=False, padding=opts.padding)
         super().__init__()

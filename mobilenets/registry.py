@@ -86,8 +86,9 @@ _EFFICIENTNET_SCALING = {
     "b6": (1.8, 2.6, 528, 0.5), "b7": (2.0, 3.1, 600, 0.5), "b8": (2.2, 3.6, 672, 0.5),
 }
 for _v, (_w, _d, _res, _drop) in _EFFICIENTNET_SCALING.items():
-    register(f"efficientnet_{_v}", "efficientnet", replace(_EFF if _v < "b5" else _EFF_TF, width_mult=_w, depth_mult=_d),
-             _drop, _res, f"EfficientNet-{_v.upper()} (Tan & Le, 2019): width {_w}, depth {_d}, {_res}px.")
+    _base = _EFF if _v < "b5" else _EFF_TF
+    register(f"efficientnet_{_v}", "efficientnet", replace(_base, width_mult=_w, depth_mult=_d), _drop, _res,
+             f"EfficientNet-{_v.upper()} (Tan & Le, 2019): width {_w}, depth {_d}, {_res}px.")
 _LITE_SCALING = {
     "lite0": (1.0, 1.0, 224, 0.2), "lite1": (1.0, 1.1, 240, 0.2), "lite2": (1.1, 1.2, 260, 0.3),
     "lite3": (1.2, 1.4, 280, 0.3), "lite4": (1.4, 1.8, 300, 0.3),

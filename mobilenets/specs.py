@@ -499,9 +499,9 @@ def resolve(
 
     rows = list(arch.rows)
     if o.repeats is not None:
-        rows = [replace(r, repeats=n) for r, n in zip(rows, o.repeats)]
+        rows = [replace(r, repeats=n) for r, n in zip(rows, o.repeats, strict=True)]
     if o.kernel_sizes is not None:
-        rows = [replace(r, kernel=k) for r, k in zip(rows, o.kernel_sizes)]
+        rows = [replace(r, kernel=k) for r, k in zip(rows, o.kernel_sizes, strict=True)]
     if o.se_ratio is not None:
         rows = [replace(r, se=o.se_ratio) for r in rows]
     if o.minimal:
@@ -512,7 +512,7 @@ def resolve(
     for i, stage in enumerate(stages):
         mult = 1.0 if o.fix_first_last and i in (0, last) else o.depth_mult
         counts = scale_depth([r.repeats for r in stage], mult)
-        scaled_stages.append([replace(r, repeats=n) for r, n in zip(stage, counts)])
+        scaled_stages.append([replace(r, repeats=n) for r, n in zip(stage, counts, strict=True)])
 
     total_blocks = sum(r.repeats for stage in scaled_stages for r in stage)
     stem = ch(arch.stem * o.width_mult) if o.stem_scaled else arch.stem

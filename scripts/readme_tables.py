@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
 from functools import cache
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

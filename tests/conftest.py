@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import socket
 import sys
 from pathlib import Path
 
@@ -11,8 +11,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# Tests never touch the network, and never write to the user's cache.
-os.environ.setdefault("MOBILENETS_OFFLINE_TESTS", "1")
 
 PARITY_SIZE = 128  # small inputs keep the float64 parity suite fast
 
@@ -39,6 +37,19 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def param_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may reach beyond loopback: a connection elsewhere fails the test."""
+    real_connect = socket.socket.connect
+
+    def connect(self: socket.socket, address):  # noqa: ANN001
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1"):
+            raise AssertionError(f"test tried to reach the network: {address}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
 
 
 @pytest.fixture

@@ -48,7 +48,8 @@ def test_mobilenet_v3_tables():  # Howard et al., 2019, Tables 1 and 2
     assert [b.out_chs for s in large.stages for b in s][-1] == 160
     assert (large.stem_chs, large.head_chs, large.head_hidden) == (16, 960, 1280)
     small = build_config("mobilenet_v3_small")
-    assert [b.mid_chs or b.in_chs for s in small.stages for b in s] == [16, 72, 88, 96, 240, 240, 120, 144, 288, 576, 576]
+    expanded = [b.mid_chs or b.in_chs for s in small.stages for b in s]
+    assert expanded == [16, 72, 88, 96, 240, 240, 120, 144, 288, 576, 576]
     assert (small.head_chs, small.head_hidden) == (576, 1024)
     assert [b.act for s in small.stages for b in s][:4] == ["relu", "relu", "relu", "hard_swish"]
 
@@ -158,7 +159,8 @@ def test_list_models():
     assert "mobilenet_v3_large" in ALL and ALL == sorted(ALL)
     assert list_models("efficientnet_lite*") == [f"efficientnet_lite{i}" for i in range(5)]
     for name in ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b8",
-                 "efficientnet_v2_xl", "efficientnet_v2_b3", "mobilenet_v3_large_minimal", "mobilenet_v3_small_minimal"]:
+                 "efficientnet_v2_xl", "efficientnet_v2_b3", "mobilenet_v3_large_minimal",
+                 "mobilenet_v3_small_minimal"]:
         assert name in ALL
 
 
