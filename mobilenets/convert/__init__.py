@@ -149,8 +149,9 @@ def convert_state_dict(
             continue
         tensor = state_dict[theirs]
         if tensor.shape != target[ours]:
-            if tensor.numel() == target[ours].numel() and tensor.dim() in (2, 4) and len(target[ours]) in (2, 4):
-                tensor = tensor.reshape(target[ours])  # Linear <-> 1x1 conv
+            same_io = tensor.shape[:2] == target[ours][:2] and tensor.numel() == target[ours].numel()
+            if same_io and tensor.dim() in (2, 4) and len(target[ours]) in (2, 4):
+                tensor = tensor.reshape(target[ours])  # Linear (out, in) <-> 1x1 conv (out, in, 1, 1)
             else:
                 misshaped.append(f"{theirs} {tuple(tensor.shape)} -> {ours} {tuple(target[ours])}")
                 continue
