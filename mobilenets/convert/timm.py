@@ -1,7 +1,142 @@
-"""timm key layout (to be written)."""
+"""timm's key layout for ``mobilenetv1_*``, ``mobilenetv2_*``, ``mobilenetv3_*``, ``efficientnet_*`` and
+``efficientnetv2_*``.
 
-SOURCES: dict[str, tuple[str, dict]] = {}
+timm builds all of these with one builder (``_efficientnet_builder``): ``conv_stem``/``bn1``, then
+``blocks.<stage>.<block>``, then the head. Its stages are our stages (one per table row, or per run of rows
+with the same output width in MobileNetV3), so the map walks our resolved config and names timm's layers:
+
+=========================================  =========================================================
+our block                                  timm block and layers
+=========================================  =========================================================
+``DepthwiseSeparable`` (MobileNetV1)       ``DepthwiseSeparableConv``: ``conv_dw``/``bn1``, ``conv_pw``/``bn2``
+``MobileBlock`` without expansion          ``DepthwiseSeparableConv``: ``conv_dw``/``bn1``, ``se``, ``conv_pw``/``bn2``
+``MobileBlock``                            ``InvertedResidual``: ``conv_pw``/``bn1``, ``conv_dw``/``bn2``, ``se``,
+                                           ``conv_pwl``/``bn3``
+``FusedMobileBlock`` without expansion     ``ConvBnAct``: ``conv``/``bn1``
+``FusedMobileBlock``                       ``EdgeResidual``: ``conv_exp``/``bn1``, ``se``, ``conv_pwl``/``bn2``
+=========================================  =========================================================
+
+MobileNetV3's head conv is timm's last ``blocks`` stage (a ``ConvBnAct`` per depth repeat) and its ``conv_head``
+(a 1x1 conv with bias, applied after pooling) is our ``pre_logits.fc``; every other family has its head conv in
+``conv_head``/``bn2``. timm's ``BatchNormAct2d`` keeps ``BatchNorm2d``'s keys.
+
+Every ``SOURCES`` entry spells out all architecture options, so a conversion does not depend on the
+registered defaults. timm's ``tf_`` ports use TensorFlow SAME padding and ``eps=1e-3``; timm leaves the
+BatchNorm momentum at PyTorch's 0.1 for every model, and so do we.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..specs import ModelConfig, Options
+from . import KeyMap
 
 
-def key_map(config, model):
-    raise NotImplementedError
+def _options(tf: bool, **options: Any) -> dict[str, Any]:
+    """Every ``Options`` field for a timm model; ``tf``: one of timm's ports of TensorFlow weights."""
+    layers = dict(padding="same", bn_eps=1e-3) if tf else dict(padding="symmetric", bn_eps=1e-5)
+    return Options(**layers, bn_momentum=0.1, **options).to_dict()
+
+
+def _width(name: str, width: float) -> str:
+    return name if width == 1.0 else f"{name}_{round(width * 100):03d}"
+
+
+SOURCES: dict[str, tuple[str, dict[str, Any]]] = {}
+
+# MobileNetV1 (timm's _gen_mobilenet_v1): ReLU6, no head conv unless ``h`` (then at least 1024 wide).
+for _w, _suffix, _head in ((1.0, "", "none"), (1.0, "h", "at_least"), (1.25, "", "none")):
+    SOURCES[f"mobilenetv1_{round(_w * 100):03d}{_suffix}"] = (
+        _width("mobilenet_v1", _w), _options(False, width_mult=_w, act="relu6", head_scaling=_head))
+
+# MobileNetV2 (_gen_mobilenet_v2): expansion rounded to the divisor, head at least 1280; the ``d`` models
+# deepen the middle stages and keep stem and head fixed.
+for _w in (0.35, 0.5, 0.75, 1.0, 1.4):
+    SOURCES[f"mobilenetv2_{round(_w * 100):03d}"] = (
+        _width("mobilenet_v2", _w), _options(False, width_mult=_w, head_scaling="at_least"))
+for _w, _d in ((1.1, 1.2), (1.2, 1.4)):
+    _name = f"mobilenet_v2_{round(_w * 100):03d}d"
+    SOURCES[_name.replace("_v2", "v2")] = (_name, _options(
+        False, width_mult=_w, depth_mult=_d, stem_scaled=False, head_scaling="fixed", fix_first_last=True))
+
+
+# MobileNetV3 (_gen_mobilenet_v3): SE width from the expanded width, an unscaled hidden FC layer, the stem fixed
+# at 16 below width 0.75, and the head conv built as a one-block stage (so it is depth-scaled too).
+def _v3(tf: bool, width: float = 1.0, depth: float = 1.0, minimal: bool = False) -> dict[str, Any]:
+    return _options(tf, width_mult=width, depth_mult=depth, se_width="expanded", minimal=minimal,
+                    stem_scaled=width >= 0.75, head_hidden_scaled=False, head_depth_scaled=True)
+
+
+for _size, _widths in (("large", (0.75, 1.0)), ("small", (0.5, 0.75, 1.0))):
+    for _w in _widths:
+        _tag = f"{_size}_{round(_w * 100):03d}"
+        SOURCES[f"mobilenetv3_{_tag}"] = (_width(f"mobilenet_v3_{_size}", _w), _v3(False, _w))
+        if _w >= 0.75:
+            SOURCES[f"tf_mobilenetv3_{_tag}"] = (_width(f"mobilenet_v3_{_size}", _w), _v3(True, _w))
+    SOURCES[f"tf_mobilenetv3_{_size}_minimal_100"] = (f"mobilenet_v3_{_size}_minimal", _v3(True, minimal=True))
+SOURCES["mobilenetv3_large_150d"] = ("mobilenet_v3_large_150d", _v3(False, 1.5, 1.2))
+
+# EfficientNet (_gen_efficientnet): the paper's compound scaling; Lite (_gen_efficientnet_lite): no SE, ReLU6,
+# fixed stem and head, first and last stage not deepened.
+_B = {"b0": (1.0, 1.0), "b1": (1.0, 1.1), "b2": (1.1, 1.2), "b3": (1.2, 1.4), "b4": (1.4, 1.8),
+      "b5": (1.6, 2.2), "b6": (1.8, 2.6), "b7": (2.0, 3.1), "b8": (2.2, 3.6)}
+_LITE = {"lite0": (1.0, 1.0), "lite1": (1.0, 1.1), "lite2": (1.1, 1.2), "lite3": (1.2, 1.4), "lite4": (1.4, 1.8)}
+for _prefix, _tf in (("", False), ("tf_", True)):
+    for _v, (_w, _d) in _B.items():
+        SOURCES[f"{_prefix}efficientnet_{_v}"] = (f"efficientnet_{_v}", _options(_tf, width_mult=_w, depth_mult=_d))
+    for _v, (_w, _d) in _LITE.items():
+        SOURCES[f"{_prefix}efficientnet_{_v}"] = (f"efficientnet_{_v}", _options(
+            _tf, width_mult=_w, depth_mult=_d, se_ratio=0.0, act="relu6", stem_scaled=False, head_scaling="fixed",
+            fix_first_last=True))
+
+# EfficientNetV2 (_gen_efficientnetv2_*): S/M/L/XL unscaled; the B0-B3 base scales without the 10% rounding guard.
+for _v in ("s", "m", "l", "xl"):
+    for _prefix, _tf in (("", False), ("tf_", True)):
+        SOURCES[f"{_prefix}efficientnetv2_{_v}"] = (f"efficientnet_v2_{_v}", _options(_tf))
+for _v, (_w, _d) in {"b0": (1.0, 1.0), "b1": (1.0, 1.1), "b2": (1.1, 1.2), "b3": (1.2, 1.4)}.items():
+    SOURCES[f"tf_efficientnetv2_{_v}"] = (f"efficientnet_v2_{_v}", _options(
+        True, width_mult=_w, depth_mult=_d, round_limit=0.0))
+
+
+def _block(km: KeyMap, ours: str, theirs: str, block: str, expanded: bool, se: bool) -> None:
+    """One block: our layer names on the left, timm's conv and norm names on the right (see the module doc)."""
+    if block == "DepthwiseSeparable" or (block == "MobileBlock" and not expanded):
+        # timm's DepthwiseSeparableConv; its ``conv_pw`` is our activated ``conv_pw`` (MobileNetV1) or our
+        # linear projection ``conv_pwl`` (an expansion-free inverted residual)
+        layers = [("conv_dw", "conv_dw", "bn1"), ("se", None, None),
+                  ("conv_pw" if block == "DepthwiseSeparable" else "conv_pwl", "conv_pw", "bn2")]
+    elif block == "MobileBlock":
+        layers = [("conv_pw", "conv_pw", "bn1"), ("conv_dw", "conv_dw", "bn2"), ("se", None, None),
+                  ("conv_pwl", "conv_pwl", "bn3")]
+    elif block == "FusedMobileBlock" and not expanded:
+        layers = [("conv_exp", "conv", "bn1")]
+    elif block == "FusedMobileBlock":
+        layers = [("conv_exp", "conv_exp", "bn1"), ("se", None, None), ("conv_pwl", "conv_pwl", "bn2")]
+    else:
+        raise ValueError(f"no timm layout for block {block!r}")
+    for name, conv, bn in layers:
+        if conv is not None:
+            km.conv_bn(f"{ours}.{name}", f"{theirs}.{conv}", f"{theirs}.{bn}")
+        elif se:
+            km.se(f"{ours}.se", f"{theirs}.se.conv_reduce", f"{theirs}.se.conv_expand")
+
+
+def key_map(config: ModelConfig, model: str) -> KeyMap:
+    """Which timm key fills each of our keys, for ``config`` resolved from the timm model ``model``."""
+    km = KeyMap()
+    km.conv_bn("stem", "conv_stem", "bn1")
+    for i, stage in enumerate(config.stages):
+        for j, b in enumerate(stage):
+            _block(km, f"stages.{i}.{j}", f"blocks.{i}.{j}", b.block, b.mid_chs is not None, b.se_chs > 0)
+    if config.head_hidden:  # MobileNetV3: head conv(s) in the last ``blocks`` stage, conv_head after pooling
+        last = len(config.stages)
+        for r in range(config.head_repeats):
+            ours = "head" if config.head_repeats == 1 else f"head.{r}"
+            km.conv_bn(ours, f"blocks.{last}.{r}.conv", f"blocks.{last}.{r}.bn1")
+        km.conv("pre_logits.fc", "conv_head", bias=True)
+    elif config.head_chs:
+        km.conv_bn("head", "conv_head", "bn2")
+    if config.num_classes:
+        km.conv("classifier", "classifier", bias=True)
+    return km

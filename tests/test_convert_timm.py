@@ -1,0 +1,139 @@
+"""Parity with timm: convert randomly initialised timm models and compare float64 logits.
+
+Every ``timm:`` source is built with ``timm.create_model(name, pretrained=False)`` (no download), its BatchNorm
+statistics randomised, converted with ``convert_state_dict`` (the CLI's path) and run side by side at 128x128.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from conftest import PARITY_SIZE, param_count, randomize_bn, relative_error
+
+from mobilenets.checkpoint import from_checkpoint
+from mobilenets.convert import ConversionError, convert_file, convert_state_dict, get_source, supported_sources
+from mobilenets.convert.timm import key_map
+from mobilenets.model import MobileNet
+
+timm = pytest.importorskip("timm")
+
+SOURCES = [s for s in supported_sources() if s.startswith("timm:")]
+
+# The timm models we convert, as patterns over timm.list_models(): a new timm model in these families makes
+# test_every_timm_model_is_supported fail instead of going silently unsupported.
+TIMM_PATTERNS = (
+    r"mobilenetv1_.*",
+    r"mobilenetv2_.*",
+    r"mobilenetv3_(large|small)_.*",
+    r"tf_mobilenetv3_.*",
+    r"(tf_)?efficientnet_b\d",
+    r"(tf_)?efficientnet_lite\d",
+    r"efficientnetv2_(?!rw_).*",
+    r"tf_efficientnetv2_.*",
+)
+
+# Conversions that also go through the files: timm weights -> convert_file -> .safetensors -> from_checkpoint.
+ROUND_TRIP = ("timm:mobilenetv1_100h", "timm:mobilenetv3_small_050", "timm:tf_efficientnet_lite0",
+              "timm:tf_efficientnetv2_b1")
+
+
+@pytest.fixture(autouse=True)
+def _fast_cpu():
+    """One thread, denormals flushed: float64 depthwise convs run as thousands of tiny per-channel calls, which
+    gain little from threads, and on a busy machine OpenMP's spinning threads made this file 10-20x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    yield
+    torch.set_flush_denormal(False)
+    torch.set_num_threads(threads)
+
+
+def _timm_model(source: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return randomize_bn(timm.create_model(source.split(":")[1], pretrained=False)).eval()
+
+
+def _input() -> torch.Tensor:
+    return torch.randn(1, 3, PARITY_SIZE, PARITY_SIZE, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+def test_every_timm_model_is_supported() -> None:
+    expected = {n for n in timm.list_models() if any(re.fullmatch(p, n) for p in TIMM_PATTERNS)}
+    assert {s.split(":")[1] for s in SOURCES} == expected
+    assert len(expected) == 62  # timm 1.0.31; update both when timm adds a model to these families
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_parity(source: str) -> None:
+    ref = _timm_model(source).double()
+    config, state = convert_state_dict(ref.state_dict(), source)
+    assert config.name == get_source(source).name
+    with torch.device("meta"):  # no random init: every tensor comes from the converted state dict
+        ours = MobileNet(config)
+    ours.load_state_dict(state, strict=True, assign=True)
+    ours.eval()
+    assert param_count(ours) == param_count(ref)
+    # same BatchNorm settings layer by layer (momentum only matters when fine-tuning, but must match too)
+    for our_key, their_key in key_map(config, source.split(":")[1]).pairs:
+        if our_key.endswith(".bn.weight"):
+            a, b = ours.get_submodule(our_key[: -len(".weight")]), ref.get_submodule(their_key[: -len(".weight")])
+            assert (a.eps, a.momentum) == (b.eps, b.momentum), our_key
+    x = _input()
+    with torch.no_grad():
+        expected, actual = ref(x), ours(x)
+    assert relative_error(expected, actual) < 1e-9
+
+
+@pytest.mark.parametrize("source", ROUND_TRIP)
+def test_file_round_trip(source: str, tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    ref = _timm_model(source)
+    src = tmp_path / "timm.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(src))
+    converted = convert_file(src, tmp_path / "ours.safetensors", source)
+    loaded = from_checkpoint(tmp_path / "ours.safetensors").eval()
+    assert loaded.config == converted.config
+    assert loaded.config.options.to_dict() == get_source(source).options
+    x = _input()
+    with torch.no_grad():
+        expected, actual = ref.double()(x), loaded.double()(x)
+    assert relative_error(expected, actual) < 1e-9
+
+
+@pytest.fixture(scope="module")
+def small_state() -> dict[str, torch.Tensor]:
+    return _timm_model("timm:mobilenetv3_small_050").state_dict()
+
+
+def test_missing_tensor_is_named(small_state: dict[str, torch.Tensor]) -> None:
+    state = dict(small_state)
+    del state["blocks.2.1.conv_dw.weight"]
+    with pytest.raises(ConversionError, match=r"missing in source \(1\): blocks\.2\.1\.conv_dw\.weight"):
+        convert_state_dict(state, "timm:mobilenetv3_small_050")
+
+
+def test_extra_tensor_is_named(small_state: dict[str, torch.Tensor]) -> None:
+    state = dict(small_state, **{"blocks.2.1.extra.weight": torch.zeros(3)})
+    with pytest.raises(ConversionError, match=r"unexpected in source \(1\): blocks\.2\.1\.extra\.weight"):
+        convert_state_dict(state, "timm:mobilenetv3_small_050")
+
+
+@pytest.mark.parametrize("key, change", [
+    ("blocks.2.1.bn2.running_var", lambda t: t[:-1]),  # one channel short
+    ("blocks.2.1.conv_pwl.weight", lambda t: t.transpose(0, 1).contiguous()),  # same size, transposed 1x1 conv
+    ("conv_head.weight", lambda t: t.flatten(1).t().contiguous()),  # transposed conv_head -> pre_logits.fc
+])
+def test_misshaped_tensor_is_named(small_state: dict[str, torch.Tensor], key: str, change) -> None:
+    state = dict(small_state, **{key: change(small_state[key])})
+    with pytest.raises(ConversionError, match=rf"mis-shaped \(1\): {re.escape(key)} "):
+        convert_state_dict(state, "timm:mobilenetv3_small_050")
+
+
+def test_wrong_family_is_refused() -> None:
+    state = _timm_model("timm:mobilenetv2_100").state_dict()
+    with pytest.raises(ConversionError, match="does not match the architecture"):
+        convert_state_dict(state, "timm:mobilenetv2_140")
