@@ -40,6 +40,19 @@ def param_count(model: torch.nn.Module) -> int:
 
 
 @pytest.fixture(autouse=True)
+def fast_cpu():
+    """One thread, denormals flushed. The tests run many small (often float64, per-channel depthwise) ops, which
+    gain nothing from threads: a second thread made them slower even on an idle 2-core machine, and 10-20x slower
+    on a busy one. Randomly initialised weights produce denormals, which are slow on CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    yield
+    torch.set_flush_denormal(False)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may reach beyond loopback: a connection elsewhere fails the test."""
     real_connect = socket.socket.connect

@@ -51,16 +51,6 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(CLI), *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """float64 grouped convs run one tiny op per channel on CPU; with several threads on a busy machine the
-    per-op thread synchronisation, not the arithmetic, dominates (minutes instead of seconds)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_every_efficientnet_pytorch_model_is_supported():
     expected = {f"efficientnet-b{i}" for i in range(9)} | {f"efficientnet-lite{i}" for i in range(5)}
     assert {s.split(":")[1] for s in SOURCES} == expected

@@ -39,18 +39,6 @@ ROUND_TRIP = ("timm:mobilenetv1_100h", "timm:mobilenetv3_small_050", "timm:tf_ef
               "timm:tf_efficientnetv2_b1")
 
 
-@pytest.fixture(autouse=True)
-def _fast_cpu():
-    """One thread, denormals flushed: float64 depthwise convs run as thousands of tiny per-channel calls, which
-    gain little from threads, and on a busy machine OpenMP's spinning threads made this file 10-20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
-    yield
-    torch.set_flush_denormal(False)
-    torch.set_num_threads(threads)
-
-
 def _timm_model(source: str) -> torch.nn.Module:
     torch.manual_seed(0)
     return randomize_bn(timm.create_model(source.split(":")[1], pretrained=False)).eval()

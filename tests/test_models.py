@@ -8,7 +8,6 @@ import torch
 import mobilenets
 from mobilenets import CheckpointError, build_config, create_model, from_checkpoint, list_models, save_checkpoint
 
-torch.set_flush_denormal(True)
 ALL = list_models()
 
 

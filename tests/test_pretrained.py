@@ -37,15 +37,6 @@ REPO_MANIFEST = Path(__file__).resolve().parent.parent / "weights" / "manifest.t
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny CPU forwards: several threads only contend with each other (and with parallel test runs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own cache and no network beyond loopback."""
     monkeypatch.setenv("MOBILENETS_HOME", str(tmp_path / "home"))
