@@ -164,6 +164,18 @@ def test_manifest_params_match_the_architectures(monkeypatch: pytest.MonkeyPatch
     assert wrong == {}
 
 
+def test_manifest_options_are_the_converters() -> None:
+    """Each entry's ``options`` plus the model's defaults give exactly the architecture its source converts into."""
+    for key, entry in pt.load_manifest().items():
+        options = entry.get("options")
+        assert isinstance(options, dict), f"{key} has no options table"
+        recorded = mobilenets.build_config(entry["model"], **options).options
+        expected = source_config(entry["source"]).options
+        base = mobilenets.build_config(entry["model"]).options.to_dict()
+        needed = {k: v for k, v in expected.to_dict().items() if v != base[k]}
+        assert recorded == expected, f"{key}: options should be {needed}"
+
+
 def test_manifest_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # a source checkout (this one) has no mobilenets.weights package: <repo>/weights/manifest.toml
     assert Path(str(pt.manifest_path())) == REPO_MANIFEST
