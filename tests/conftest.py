@@ -39,6 +39,31 @@ def param_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def assert_converts_exactly(reference: torch.nn.Module, source: str, x: torch.Tensor) -> torch.nn.Module:
+    """Convert ``reference`` (float64, eval) as ``source`` through the CLI's code path and prove it equal.
+
+    Checks: strict conversion, equal parameter counts, the same BatchNorm eps and momentum layer by layer, and
+    float64 logits within a relative error of 1e-9. Returns our model (float64, eval).
+    """
+    from mobilenets.convert import convert_state_dict, key_map
+    from mobilenets.model import MobileNet
+
+    config, state = convert_state_dict(reference.state_dict(), source)
+    with torch.device("meta"):  # no random init: every tensor comes from the converted state dict
+        ours = MobileNet(config)
+    ours.load_state_dict(state, strict=True, assign=True)
+    ours.eval()
+    assert param_count(ours) == param_count(reference)
+    for our_key, their_key in key_map(source, config).pairs:
+        if our_key.endswith(".bn.weight"):
+            a, b = ours.get_submodule(our_key[: -len(".weight")]), reference.get_submodule(their_key[: -len(".weight")])
+            assert a.eps == b.eps and a.momentum == pytest.approx(b.momentum), our_key  # EfficientNet-PyTorch: 1 - 0.99
+    with torch.no_grad():
+        expected, actual = reference(x), ours(x)
+    assert relative_error(expected.flatten(1), actual) < 1e-9
+    return ours
+
+
 @pytest.fixture(autouse=True)
 def fast_cpu():
     """One thread, denormals flushed. The tests run many small (often float64, per-channel depthwise) ops, which

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import PARITY_SIZE, param_count, randomize_bn, relative_error
+from conftest import PARITY_SIZE, assert_converts_exactly, param_count, randomize_bn, relative_error
 
 import mobilenets
 from mobilenets.convert import ConversionError, convert_state_dict, get_source, source_config, supported_sources
@@ -69,13 +69,7 @@ def test_parity(source: str, parity_input: torch.Tensor) -> None:
     model = source.split(":")[1]
     torch.manual_seed(0)
     ref = randomize_bn(_reference(model, PARITY_SIZE)).double().eval()
-    config, state = convert_state_dict(ref.state_dict(), source)
-    ours = MobileNet(config).double().eval()
-    ours.load_state_dict(state, strict=True)
-    with torch.no_grad():
-        expected, actual = ref(parity_input), ours(parity_input)
-    assert relative_error(expected, actual) < 1e-9
-    assert param_count(ours) == param_count(ref)
+    assert_converts_exactly(ref, source, parity_input)
 
 
 def test_fine_tuned_and_headless_checkpoints(parity_input: torch.Tensor) -> None:

@@ -10,12 +10,10 @@ import re
 
 import pytest
 import torch
-from conftest import PARITY_SIZE, param_count, randomize_bn, relative_error
+from conftest import PARITY_SIZE, assert_converts_exactly, randomize_bn, relative_error
 
 from mobilenets.checkpoint import from_checkpoint
 from mobilenets.convert import ConversionError, convert_file, convert_state_dict, get_source, supported_sources
-from mobilenets.convert.timm import key_map
-from mobilenets.model import MobileNet
 
 timm = pytest.importorskip("timm")
 
@@ -56,23 +54,8 @@ def test_every_timm_model_is_supported() -> None:
 
 @pytest.mark.parametrize("source", SOURCES)
 def test_parity(source: str) -> None:
-    ref = _timm_model(source).double()
-    config, state = convert_state_dict(ref.state_dict(), source)
-    assert config.name == get_source(source).name
-    with torch.device("meta"):  # no random init: every tensor comes from the converted state dict
-        ours = MobileNet(config)
-    ours.load_state_dict(state, strict=True, assign=True)
-    ours.eval()
-    assert param_count(ours) == param_count(ref)
-    # same BatchNorm settings layer by layer (momentum only matters when fine-tuning, but must match too)
-    for our_key, their_key in key_map(config, source.split(":")[1]).pairs:
-        if our_key.endswith(".bn.weight"):
-            a, b = ours.get_submodule(our_key[: -len(".weight")]), ref.get_submodule(their_key[: -len(".weight")])
-            assert (a.eps, a.momentum) == (b.eps, b.momentum), our_key
-    x = _input()
-    with torch.no_grad():
-        expected, actual = ref(x), ours(x)
-    assert relative_error(expected, actual) < 1e-9
+    ours = assert_converts_exactly(_timm_model(source).double(), source, _input())
+    assert ours.config.name == get_source(source).name
 
 
 @pytest.mark.parametrize("source", ROUND_TRIP)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import param_count, randomize_bn, relative_error
+from conftest import assert_converts_exactly, randomize_bn
 
-from mobilenets.convert import convert_state_dict, supported_sources
-from mobilenets.model import MobileNet
+from mobilenets.convert import supported_sources
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -24,10 +23,4 @@ def test_every_torchvision_model_is_supported():
 def test_parity(source: str, parity_input: torch.Tensor) -> None:
     torch.manual_seed(0)
     ref = randomize_bn(getattr(torchvision.models, source.split(":")[1])()).double().eval()
-    config, state = convert_state_dict(ref.state_dict(), source)
-    ours = MobileNet(config).double().eval()
-    ours.load_state_dict(state, strict=True)
-    with torch.no_grad():
-        expected, actual = ref(parity_input), ours(parity_input)
-    assert relative_error(expected, actual) < 1e-9
-    assert param_count(ours) == param_count(ref)
+    assert_converts_exactly(ref, source, parity_input)

@@ -108,10 +108,15 @@ def source_config(source: str, num_classes: int = 1000, in_chans: int = 3) -> Mo
     return build_config(spec.name, num_classes=num_classes, in_chans=in_chans, **spec.options)
 
 
+def key_map(source: str, config: ModelConfig) -> KeyMap:
+    """The ``(our_key, source_key)`` pairs of ``source`` (``LIBRARY:MODEL``) for a resolved ``config``."""
+    spec = get_source(source)
+    return _library(spec.library).key_map(config, spec.model)
+
+
 def _classifier_shape(state_dict: dict[str, torch.Tensor], config: ModelConfig, spec: SourceSpec) -> tuple[int, int]:
     """``(num_classes, in_chans)`` as the source tensors say (fine-tuned checkpoints differ from 1000 / 3)."""
-    keymap = _library(spec.library).key_map(config, spec.model)
-    theirs = dict(keymap.pairs)
+    theirs = dict(key_map(spec.id, config).pairs)
     cls_key, stem_key = theirs.get("classifier.weight"), theirs.get("stem.conv.weight")
     num_classes = state_dict[cls_key].shape[0] if cls_key in state_dict else 0
     in_chans = state_dict[stem_key].shape[1] if stem_key in state_dict else config.in_chans
@@ -125,7 +130,7 @@ def convert_state_dict(
     spec = get_source(source)
     num_classes, in_chans = _classifier_shape(state_dict, source_config(source), spec)
     config = source_config(source, num_classes=num_classes, in_chans=in_chans)
-    keymap = _library(spec.library).key_map(config, spec.model)
+    keymap = key_map(source, config)
     target = {k: v.shape for k, v in MobileNet(config).state_dict().items()}
 
     ours_list = [o for o, _ in keymap.pairs]
@@ -218,6 +223,7 @@ __all__ = [
     "convert_file",
     "convert_state_dict",
     "get_source",
+    "key_map",
     "load_source_file",
     "source_config",
     "supported_sources",
