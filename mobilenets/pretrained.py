@@ -63,7 +63,7 @@ ENV_TIMEOUT = "MOBILENETS_DOWNLOAD_TIMEOUT"
 DEFAULT_TIMEOUT = 15.0  # seconds, for connecting and for each read
 CHUNK = 1 << 20
 STALE_AFTER = 24 * 3600.0  # seconds: a .tmp-* folder untouched this long belongs to a killed run
-REQUIRED_KEYS = ("model", "tag", "default", "url", "source", "options", "format", "preprocess", "license")
+REQUIRED_KEYS = ("model", "tag", "default", "url", "source", "format", "preprocess", "license")
 PREPROCESS_KEYS = ("input_size", "resize", "crop", "interpolation", "mean", "std")
 STEM_WEIGHT = "stem.conv.weight"
 
