@@ -35,15 +35,23 @@ def adjust_channels(channels: float, divisor: int = 8, minimum: int | None = Non
 class h_sigmoid(nn.Module):  # noqa: N801 - the name used by the MobileNetV3 paper and its readers
     """Hard sigmoid ``relu6(x + 3) / 6`` (Howard et al., 2019, "Searching for MobileNetV3", Sec. 5.2)."""
 
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = inplace
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.hardsigmoid(x)
+        return F.hardsigmoid(x, inplace=self.inplace)
 
 
 class h_swish(nn.Module):  # noqa: N801
     """Hard swish ``x * relu6(x + 3) / 6`` (Howard et al., 2019, Sec. 5.2)."""
 
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = inplace
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.hardswish(x)
+        return F.hardswish(x, inplace=self.inplace)
 
 
 def make_activation(name: str) -> nn.Module:
@@ -53,13 +61,13 @@ def make_activation(name: str) -> nn.Module:
     if name == "relu6":
         return nn.ReLU6(inplace=True)
     if name == "hard_swish":
-        return h_swish()
+        return h_swish(inplace=True)
     if name == "silu":
         return nn.SiLU(inplace=True)
     if name == "sigmoid":
         return nn.Sigmoid()
     if name == "hard_sigmoid":
-        return h_sigmoid()
+        return h_sigmoid(inplace=True)
     if name == "identity":
         return nn.Identity()
     raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import mobilenets
 from mobilenets import ConvNormAct, LayerOptions, SqueezeExcite, adjust_channels, build_config, h_sigmoid, h_swish
 from mobilenets.layers import DropPath, PadSame, make_activation
 
@@ -126,3 +127,23 @@ def test_drop_path():
     assert torch.equal(dp(x), x)
     with pytest.raises(ValueError):
         DropPath(1.0)
+
+
+def test_in_place_hard_activations_keep_gradients():
+    """Our models apply h_swish / h_sigmoid in place (as torchvision does); gradients must not change."""
+    torch.manual_seed(0)
+    model = mobilenets.create_model("mobilenet_v3_small", drop_rate=0.0).double()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+
+    def grads() -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        model(x).square().sum().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    in_place = grads()
+    for m in model.modules():
+        if isinstance(m, (h_swish, h_sigmoid)):
+            assert m.inplace
+            m.inplace = False
+    for name, grad in grads().items():
+        torch.testing.assert_close(in_place[name], grad, rtol=0, atol=0, msg=name)
