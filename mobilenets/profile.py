@@ -37,13 +37,3 @@ def count_macs(model: nn.Module, input_size: int | tuple[int, int], in_chans: in
         for handle in handles:
             handle.remove()
     return total
-
-
-def model_summary(name: str) -> tuple[int, int, int]:
-    """``(params, macs, input_size)`` of a registered model at its native resolution, without allocating it."""
-    from .registry import create_model, get_spec
-
-    with torch.device("meta"):
-        model = create_model(name)
-    size = get_spec(name).input_size
-    return count_params(model), count_macs(model, size), size

@@ -25,9 +25,6 @@ class ModelSpec:
     input_size: int
     summary: str
 
-    def config(self, **overrides: Any) -> ModelConfig:
-        return build_config(self.name, **overrides)
-
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
