@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..registry import get_spec
 from ..specs import ModelConfig, Options
 from . import KeyMap
 
@@ -37,6 +38,12 @@ def _options(tf: bool, **options: Any) -> dict[str, Any]:
     """Every ``Options`` field for a timm model; ``tf``: one of timm's ports of TensorFlow weights."""
     layers = dict(padding="same", bn_eps=1e-3) if tf else dict(padding="symmetric", bn_eps=1e-5)
     return Options(**layers, bn_momentum=0.1, **options).to_dict()
+
+
+def _scaling(name: str) -> dict[str, float]:
+    """Width and depth of a registered variant (the paper's, which timm uses too)."""
+    o = get_spec(name).options
+    return dict(width_mult=o.width_mult, depth_mult=o.depth_mult)
 
 
 def _width(name: str, width: float) -> str:
@@ -79,24 +86,21 @@ SOURCES["mobilenetv3_large_150d"] = ("mobilenet_v3_large_150d", _v3(False, 1.5, 
 
 # EfficientNet (_gen_efficientnet): the paper's compound scaling; Lite (_gen_efficientnet_lite): no SE, ReLU6,
 # fixed stem and head, first and last stage not deepened.
-_B = {"b0": (1.0, 1.0), "b1": (1.0, 1.1), "b2": (1.1, 1.2), "b3": (1.2, 1.4), "b4": (1.4, 1.8),
-      "b5": (1.6, 2.2), "b6": (1.8, 2.6), "b7": (2.0, 3.1), "b8": (2.2, 3.6)}
-_LITE = {"lite0": (1.0, 1.0), "lite1": (1.0, 1.1), "lite2": (1.1, 1.2), "lite3": (1.2, 1.4), "lite4": (1.4, 1.8)}
 for _prefix, _tf in (("", False), ("tf_", True)):
-    for _v, (_w, _d) in _B.items():
-        SOURCES[f"{_prefix}efficientnet_{_v}"] = (f"efficientnet_{_v}", _options(_tf, width_mult=_w, depth_mult=_d))
-    for _v, (_w, _d) in _LITE.items():
+    for _v in [f"b{i}" for i in range(9)]:
+        SOURCES[f"{_prefix}efficientnet_{_v}"] = (f"efficientnet_{_v}", _options(_tf, **_scaling(f"efficientnet_{_v}")))
+    for _v in [f"lite{i}" for i in range(5)]:
         SOURCES[f"{_prefix}efficientnet_{_v}"] = (f"efficientnet_{_v}", _options(
-            _tf, width_mult=_w, depth_mult=_d, se_ratio=0.0, act="relu6", stem_scaled=False, head_scaling="fixed",
-            fix_first_last=True))
+            _tf, **_scaling(f"efficientnet_{_v}"), se_ratio=0.0, act="relu6", stem_scaled=False,
+            head_scaling="fixed", fix_first_last=True))
 
 # EfficientNetV2 (_gen_efficientnetv2_*): S/M/L/XL unscaled; the B0-B3 base scales without the 10% rounding guard.
 for _v in ("s", "m", "l", "xl"):
     for _prefix, _tf in (("", False), ("tf_", True)):
         SOURCES[f"{_prefix}efficientnetv2_{_v}"] = (f"efficientnet_v2_{_v}", _options(_tf))
-for _v, (_w, _d) in {"b0": (1.0, 1.0), "b1": (1.0, 1.1), "b2": (1.1, 1.2), "b3": (1.2, 1.4)}.items():
+for _v in ("b0", "b1", "b2", "b3"):
     SOURCES[f"tf_efficientnetv2_{_v}"] = (f"efficientnet_v2_{_v}", _options(
-        True, width_mult=_w, depth_mult=_d, round_limit=0.0))
+        True, **_scaling(f"efficientnet_v2_{_v}"), round_limit=0.0))
 
 
 def _block(km: KeyMap, ours: str, theirs: str, block: str, expanded: bool, se: bool) -> None:
