@@ -8,7 +8,7 @@ Every factory takes ``pretrained=False`` and the keyword arguments of ``mobilene
 Only the factories are public names here: ``torch.hub.list`` lists every public callable of this module.
 """
 
-dependencies = ["torch", "safetensors"]
+dependencies = ["torch", "safetensors", "tqdm"]  # tqdm: the download progress bar of pretrained=True
 
 from mobilenets.hub import (  # noqa: E402, F401
     efficientnet_b0,
