@@ -208,6 +208,7 @@ def convert_file(
 
     Nothing is written unless the conversion succeeds; ``out`` then appears atomically. Returns the model.
     """
+    get_source(source)  # an unknown LIBRARY:MODEL is reported before a large file is read
     config, tensors = convert_state_dict(load_source_file(src), source)
     model = MobileNet(config)
     model.load_state_dict(tensors, strict=True)
