@@ -89,7 +89,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, 
     return meta, tensors
 
 
-def _file_arguments(meta: dict[str, str]) -> dict[str, Any]:
+def checkpoint_arguments(meta: dict[str, str]) -> dict[str, Any]:
+    """``name``, ``num_classes``, ``in_chans`` and ``options`` recorded in a checkpoint's metadata."""
     try:
         options = Options.from_dict(json.loads(meta["options"]))
         return dict(name=meta["model"], num_classes=int(meta["num_classes"]), in_chans=int(meta["in_chans"]),
@@ -113,7 +114,8 @@ def load_state_dict_strict(model: nn.Module, tensors: dict[str, torch.Tensor], o
     model.load_state_dict(tensors, strict=True)
 
 
-def _build(name: str, options: Options, **kwargs: Any) -> MobileNet:
+def build_model(name: str, options: Options, **kwargs: Any) -> MobileNet:
+    """A registered model with exactly ``options``, plus ``build_config`` keyword arguments."""
     return MobileNet(build_config(name, **{**options.to_dict(), **kwargs}))
 
 
@@ -122,8 +124,8 @@ def from_checkpoint(
 ) -> MobileNet:
     """Rebuild the exact model recorded in a mobilenets checkpoint and load its weights (train mode)."""
     meta, tensors = read_checkpoint(path)
-    args = _file_arguments(meta)
-    model = _build(args["name"], args["options"], num_classes=args["num_classes"], in_chans=args["in_chans"],
+    args = checkpoint_arguments(meta)
+    model = build_model(args["name"], args["options"], num_classes=args["num_classes"], in_chans=args["in_chans"],
                    drop_rate=drop_rate, drop_path_rate=drop_path_rate)
     load_state_dict_strict(model, tensors, str(path))
     _attach_metadata(model, meta)
@@ -137,7 +139,7 @@ def load_checkpoint_into(name: str, path: str | os.PathLike, **kwargs: Any) -> M
     ``num_classes`` left at its default (1000) takes the file's.
     """
     meta, tensors = read_checkpoint(path)
-    args = _file_arguments(meta)
+    args = checkpoint_arguments(meta)
     if args["name"] != name:
         raise CheckpointError(
             f"{path} holds weights for {args['name']!r}, not {name!r}: call "
@@ -158,7 +160,7 @@ def load_checkpoint_into(name: str, path: str | os.PathLike, **kwargs: Any) -> M
         hint = " (for another number of classes, load it, then call model.reset_classifier(n))" \
             if "num_classes" in conflicts else ""
         raise CheckpointError(f"{path} was made for another architecture: {detail}{hint}")
-    model = _build(name, args["options"], num_classes=args["num_classes"], in_chans=args["in_chans"],
+    model = build_model(name, args["options"], num_classes=args["num_classes"], in_chans=args["in_chans"],
                    drop_rate=kwargs.get("drop_rate"), drop_path_rate=kwargs.get("drop_path_rate", 0.0))
     load_state_dict_strict(model, tensors, str(path))
     _attach_metadata(model, meta)

@@ -52,7 +52,14 @@ from urllib.parse import urlparse
 
 import torch
 
-from .checkpoint import atomic_write, load_state_dict_strict, read_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    atomic_write,
+    build_model,
+    checkpoint_arguments,
+    load_state_dict_strict,
+    read_checkpoint,
+)
 from .convert import ConversionError, convert_file, get_source
 from .model import MobileNet
 from .registry import build_config, get_spec
@@ -526,16 +533,16 @@ def load_pretrained(
     path = _fetch(entry, cache_dir, progress)
     meta, tensors = read_checkpoint(path)
     try:
-        file_options = Options.from_dict(json.loads(meta["options"]))
-        file_classes = int(meta["num_classes"])
-    except (KeyError, ValueError, TypeError) as e:
-        raise PretrainedError(f"{path} has invalid metadata ({e}); delete it to convert again") from None
-    if meta.get("model") != name:
-        raise PretrainedError(f"{path} holds weights for {meta.get('model')}, not {name}; delete it to convert again")
+        recorded = checkpoint_arguments(meta)
+    except CheckpointError as e:
+        raise PretrainedError(f"{path}: {e}; delete it to convert again") from None
+    file_classes = recorded["num_classes"]
+    if recorded["name"] != name:
+        raise PretrainedError(f"{path} holds weights for {recorded['name']}, not {name}; delete it to convert again")
     if STEM_WEIGHT in tensors:
         tensors[STEM_WEIGHT] = adapt_input_conv(tensors[STEM_WEIGHT], in_chans)
-    model = MobileNet(build_config(name, num_classes=file_classes, in_chans=in_chans, drop_rate=drop_rate,
-                                   drop_path_rate=drop_path_rate, **file_options.to_dict()))
+    model = build_model(name, recorded["options"], num_classes=file_classes, in_chans=in_chans, drop_rate=drop_rate,
+                        drop_path_rate=drop_path_rate)
     load_state_dict_strict(model, tensors, str(path))
     cfg = json.loads(meta["pretrained_cfg"]) if "pretrained_cfg" in meta else pretrained_cfg(entry, file_classes)
     if num_classes != file_classes:
