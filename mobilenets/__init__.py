@@ -7,14 +7,14 @@ Quick start::
     print(model.config.table())
 """
 
-from .blocks import DepthwiseSeparable, FusedMobileBlock, MobileBlock
+from .blocks import BlockConfig, DepthwiseSeparable, FusedMobileBlock, MobileBlock
 from .checkpoint import CheckpointError, from_checkpoint, save_checkpoint
 from .data import eval_transform, imagenet_categories
 from .layers import ConvNormAct, DropPath, LayerOptions, SqueezeExcite, adjust_channels, h_sigmoid, h_swish
 from .model import MobileNet
 from .pretrained import PretrainedError, download_pretrained, get_cache_dir, get_pretrained_cfg, list_pretrained
 from .registry import build_config, create_model, get_spec, list_models
-from .specs import ARCHITECTURES, Architecture, BlockConfig, ModelConfig, Options, Row, resolve
+from .specs import ARCHITECTURES, Architecture, ModelConfig, Options, Row, resolve
 
 __version__ = "0.1.0"
 

@@ -9,7 +9,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from .blocks import BLOCKS
 from .layers import ConvNormAct, make_activation
 from .specs import ModelConfig
 
@@ -32,17 +31,7 @@ class MobileNet(nn.Module):
         opts = config.options.layer_options
 
         self.stem = ConvNormAct(config.in_chans, config.stem_chs, 3, 2, act=config.stem_act, opts=opts)
-        self.stages = nn.Sequential(*(
-            nn.Sequential(*(
-                BLOCKS[b.block](
-                    b.in_chs, b.out_chs, kernel_size=b.kernel_size, stride=b.stride, dilation=b.dilation,
-                    mid_chs=b.mid_chs, se_chs=b.se_chs, act=b.act, se_act=b.se_act, se_gate=b.se_gate,
-                    drop_path=b.drop_path, opts=opts,
-                )
-                for b in stage
-            ))
-            for stage in config.stages
-        ))
+        self.stages = nn.Sequential(*(nn.Sequential(*(b.build(opts) for b in stage)) for stage in config.stages))
         self.head = self._make_head(config)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.pre_logits = nn.Sequential(OrderedDict(

@@ -1,32 +1,37 @@
-"""The papers' tables, the options that differ between reference implementations, and the one resolver.
+"""The papers' tables, the options that differ between reference implementations, and the resolver's rules.
 
-A table holds the paper's numbers only. ``resolve(arch, options)`` applies width, depth, divisor and the
-per-reference rounding rules in one pure function and returns a ``ModelConfig`` of concrete integers, which
-``model.MobileNet`` builds without further arithmetic.
+A table holds the paper's numbers only, grouped into the stages the paper (and TF's and timm's builders) use.
+``resolve(arch, options)`` applies width, depth, divisor and the per-reference rounding rules (small, named, pure
+functions below) and returns a ``ModelConfig`` of concrete integers, which ``model.MobileNet`` builds without
+further arithmetic.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Literal
+from typing import Any, Literal
 
-from .blocks import DepthwiseSeparable, FusedMobileBlock, MobileBlock
+from torch import nn
+
+from .blocks import BlockConfig, DepthwiseSeparable, FusedMobileBlock, MobileBlock
 from .layers import ACTIVATIONS, LayerOptions, adjust_channels
 
 # ----------------------------------------------------------------------------------------------------------------
-# Table rows
+# Table rows and stages
 
 
 @dataclass(frozen=True)
 class Row:
     """One row of a paper's table: ``repeats`` blocks, the first with ``stride``, the rest with stride 1.
 
-    ``expand`` is the expansion ratio t (MobileNetV3's tables give an absolute "exp size"; we write it as
-    ``exp_size / input_channels`` so one rule serves every family). ``se`` is the squeeze-excite ratio (0: none).
+    ``block`` is the block class (it names its ``Config``, which reads the row). ``expand`` is the expansion ratio
+    t (MobileNetV3's tables give an absolute "exp size"; we write it as ``exp_size / input_channels`` so one rule
+    serves every family). ``se`` is the squeeze-excite ratio (0: none). ``extra`` holds columns only one block
+    reads, as ``(name, value)`` pairs (e.g. a second kernel size); the standard blocks have none.
     """
 
-    block: type
+    block: type[nn.Module]
     kernel: int
     stride: int
     expand: float
@@ -34,16 +39,25 @@ class Row:
     repeats: int
     se: float
     act: str
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def config(self) -> type[BlockConfig]:
+        """The typed config class of this row's block."""
+        return self.block.Config
+
+
+Stage = tuple[Row, ...]
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """A family's table plus its stem and head, as printed in the paper."""
+    """A family's table, stage by stage, plus its stem and head, as printed in the paper."""
 
     name: str
     paper: str
     stem: int  # output channels of the 3x3 stride-2 stem conv
-    rows: tuple[Row, ...]
+    stages: tuple[Stage, ...]  # as the paper groups its rows, which TF's and timm's stage indices follow
     head: int  # output channels of the 1x1 conv before pooling
     head_hidden: int = 0  # width of the fully connected layer between pooling and classifier (MobileNetV3), 0: none
     stem_act: str = "relu"
@@ -51,9 +65,14 @@ class Architecture:
     se_act: str | None = None  # activation inside squeeze-excite; None: the block's own
     se_gate: str = "sigmoid"
 
+    @property
+    def rows(self) -> tuple[Row, ...]:
+        """Every row of the table in order (what the per-row options ``repeats`` and ``kernel_sizes`` index)."""
+        return tuple(row for stage in self.stages for row in stage)
 
-def _rows(block: type, act: str, *rows: tuple) -> tuple[Row, ...]:
-    """Build rows from ``(kernel, stride, expand, out, repeats, se)`` tuples or with a per-row ``act``."""
+
+def _stage(block: type[nn.Module], act: str, *rows: tuple) -> Stage:
+    """One stage from ``(kernel, stride, expand, out, repeats, se)`` tuples, or with a per-row ``act``."""
     return tuple(Row(block, *r) if len(r) == 7 else Row(block, *r, act) for r in rows)
 
 
@@ -61,75 +80,70 @@ _DS, _MB, _FMB = DepthwiseSeparable, MobileBlock, FusedMobileBlock
 _RE, _HS = "relu", "hard_swish"
 
 # MobileNetV1: Howard et al., 2017, "MobileNets: Efficient Convolutional Neural Networks for Mobile Vision
-# Applications", Table 1. One row per depthwise-separable layer. The paper prints stride 2 for the last
-# depthwise conv but keeps a 7x7 output; every implementation (and the paper's own FLOP count) uses stride 1.
+# Applications", Table 1. One row per depthwise-separable layer, one stage per output resolution's width. The
+# paper prints stride 2 for the last depthwise conv but keeps a 7x7 output; every implementation (and the paper's
+# own FLOP count) uses stride 1.
 MOBILENET_V1 = Architecture(
     name="MobileNetV1",
     paper="Howard et al., 2017, arXiv:1704.04861, Table 1",
     stem=32,
-    rows=_rows(
-        _DS, _RE,
+    stages=(
         # kernel stride expand out repeats se
-        (3, 1, 1, 64, 1, 0),
-        (3, 2, 1, 128, 1, 0),
-        (3, 1, 1, 128, 1, 0),
-        (3, 2, 1, 256, 1, 0),
-        (3, 1, 1, 256, 1, 0),
-        (3, 2, 1, 512, 1, 0),
-        (3, 1, 1, 512, 5, 0),
-        (3, 2, 1, 1024, 1, 0),
-        (3, 1, 1, 1024, 1, 0),
+        _stage(_DS, _RE, (3, 1, 1, 64, 1, 0)),
+        _stage(_DS, _RE, (3, 2, 1, 128, 1, 0), (3, 1, 1, 128, 1, 0)),
+        _stage(_DS, _RE, (3, 2, 1, 256, 1, 0), (3, 1, 1, 256, 1, 0)),
+        _stage(_DS, _RE, (3, 2, 1, 512, 1, 0), (3, 1, 1, 512, 5, 0)),
+        _stage(_DS, _RE, (3, 2, 1, 1024, 1, 0), (3, 1, 1, 1024, 1, 0)),
     ),
     head=1024,
     stem_act=_RE,
     head_act=_RE,
 )
 
-# MobileNetV2: Sandler et al., 2018, "MobileNetV2: Inverted Residuals and Linear Bottlenecks", Table 2.
+# MobileNetV2: Sandler et al., 2018, "MobileNetV2: Inverted Residuals and Linear Bottlenecks", Table 2. One stage
+# per row.
 MOBILENET_V2 = Architecture(
     name="MobileNetV2",
     paper="Sandler et al., 2018, arXiv:1801.04381, Table 2",
     stem=32,
-    rows=_rows(
-        _MB, "relu6",
+    stages=(
         # kernel stride t  c  n  se
-        (3, 1, 1, 16, 1, 0),
-        (3, 2, 6, 24, 2, 0),
-        (3, 2, 6, 32, 3, 0),
-        (3, 2, 6, 64, 4, 0),
-        (3, 1, 6, 96, 3, 0),
-        (3, 2, 6, 160, 3, 0),
-        (3, 1, 6, 320, 1, 0),
+        _stage(_MB, "relu6", (3, 1, 1, 16, 1, 0)),
+        _stage(_MB, "relu6", (3, 2, 6, 24, 2, 0)),
+        _stage(_MB, "relu6", (3, 2, 6, 32, 3, 0)),
+        _stage(_MB, "relu6", (3, 2, 6, 64, 4, 0)),
+        _stage(_MB, "relu6", (3, 1, 6, 96, 3, 0)),
+        _stage(_MB, "relu6", (3, 2, 6, 160, 3, 0)),
+        _stage(_MB, "relu6", (3, 1, 6, 320, 1, 0)),
     ),
     head=1280,
     stem_act="relu6",
     head_act="relu6",
 )
 
-# MobileNetV3-Large: Howard et al., 2019, "Searching for MobileNetV3", Table 1. One row per bneck;
-# expand = exp size / input channels.
+# MobileNetV3-Large: Howard et al., 2019, "Searching for MobileNetV3", Table 1. One row per bneck, one stage per
+# output width (as TF's and timm's builders group them); expand = exp size / input channels.
 MOBILENET_V3_LARGE = Architecture(
     name="MobileNetV3-Large",
     paper="Howard et al., 2019, arXiv:1905.02244, Table 1",
     stem=16,
-    rows=_rows(
-        _MB, _RE,
+    stages=(
         # kernel stride expand out repeats se act
-        (3, 1, 16 / 16, 16, 1, 0, _RE),
-        (3, 2, 64 / 16, 24, 1, 0, _RE),
-        (3, 1, 72 / 24, 24, 1, 0, _RE),
-        (5, 2, 72 / 24, 40, 1, 0.25, _RE),
-        (5, 1, 120 / 40, 40, 1, 0.25, _RE),
-        (5, 1, 120 / 40, 40, 1, 0.25, _RE),
-        (3, 2, 240 / 40, 80, 1, 0, _HS),
-        (3, 1, 200 / 80, 80, 1, 0, _HS),
-        (3, 1, 184 / 80, 80, 1, 0, _HS),
-        (3, 1, 184 / 80, 80, 1, 0, _HS),
-        (3, 1, 480 / 80, 112, 1, 0.25, _HS),
-        (3, 1, 672 / 112, 112, 1, 0.25, _HS),
-        (5, 2, 672 / 112, 160, 1, 0.25, _HS),
-        (5, 1, 960 / 160, 160, 1, 0.25, _HS),
-        (5, 1, 960 / 160, 160, 1, 0.25, _HS),
+        _stage(_MB, _RE, (3, 1, 16 / 16, 16, 1, 0, _RE)),
+        _stage(_MB, _RE, (3, 2, 64 / 16, 24, 1, 0, _RE),
+                         (3, 1, 72 / 24, 24, 1, 0, _RE)),
+        _stage(_MB, _RE, (5, 2, 72 / 24, 40, 1, 0.25, _RE),
+                         (5, 1, 120 / 40, 40, 1, 0.25, _RE),
+                         (5, 1, 120 / 40, 40, 1, 0.25, _RE)),
+        _stage(_MB, _RE, (3, 2, 240 / 40, 80, 1, 0, _HS),
+                         (3, 1, 200 / 80, 80, 1, 0, _HS),
+                         (3, 1, 184 / 80, 80, 1, 0, _HS),
+                         (3, 1, 184 / 80, 80, 1, 0, _HS)),
+        _stage(_MB, _RE, (3, 1, 480 / 80, 112, 1, 0.25, _HS),
+                         (3, 1, 672 / 112, 112, 1, 0.25, _HS)),
+        _stage(_MB, _RE, (5, 2, 672 / 112, 160, 1, 0.25, _HS),
+                         (5, 1, 960 / 160, 160, 1, 0.25, _HS),
+                         (5, 1, 960 / 160, 160, 1, 0.25, _HS)),
     ),
     head=960,
     head_hidden=1280,
@@ -144,20 +158,19 @@ MOBILENET_V3_SMALL = Architecture(
     name="MobileNetV3-Small",
     paper="Howard et al., 2019, arXiv:1905.02244, Table 2",
     stem=16,
-    rows=_rows(
-        _MB, _RE,
+    stages=(
         # kernel stride expand out repeats se act
-        (3, 2, 16 / 16, 16, 1, 0.25, _RE),
-        (3, 2, 72 / 16, 24, 1, 0, _RE),
-        (3, 1, 88 / 24, 24, 1, 0, _RE),
-        (5, 2, 96 / 24, 40, 1, 0.25, _HS),
-        (5, 1, 240 / 40, 40, 1, 0.25, _HS),
-        (5, 1, 240 / 40, 40, 1, 0.25, _HS),
-        (5, 1, 120 / 40, 48, 1, 0.25, _HS),
-        (5, 1, 144 / 48, 48, 1, 0.25, _HS),
-        (5, 2, 288 / 48, 96, 1, 0.25, _HS),
-        (5, 1, 576 / 96, 96, 1, 0.25, _HS),
-        (5, 1, 576 / 96, 96, 1, 0.25, _HS),
+        _stage(_MB, _RE, (3, 2, 16 / 16, 16, 1, 0.25, _RE)),
+        _stage(_MB, _RE, (3, 2, 72 / 16, 24, 1, 0, _RE),
+                         (3, 1, 88 / 24, 24, 1, 0, _RE)),
+        _stage(_MB, _RE, (5, 2, 96 / 24, 40, 1, 0.25, _HS),
+                         (5, 1, 240 / 40, 40, 1, 0.25, _HS),
+                         (5, 1, 240 / 40, 40, 1, 0.25, _HS)),
+        _stage(_MB, _RE, (5, 1, 120 / 40, 48, 1, 0.25, _HS),
+                         (5, 1, 144 / 48, 48, 1, 0.25, _HS)),
+        _stage(_MB, _RE, (5, 2, 288 / 48, 96, 1, 0.25, _HS),
+                         (5, 1, 576 / 96, 96, 1, 0.25, _HS),
+                         (5, 1, 576 / 96, 96, 1, 0.25, _HS)),
     ),
     head=576,
     head_hidden=1024,
@@ -167,22 +180,21 @@ MOBILENET_V3_SMALL = Architecture(
     se_gate="hard_sigmoid",
 )
 
-# EfficientNet-B0: Tan & Le, 2019, "EfficientNet: Rethinking Model Scaling for CNNs", Table 1.
+# EfficientNet-B0: Tan & Le, 2019, "EfficientNet: Rethinking Model Scaling for CNNs", Table 1, one stage per row.
 # B1-B8 scale it (Sec. 3.3); EfficientNet-Lite drops SE and swish and fixes stem and head (TF's efficientnet/lite).
 EFFICIENTNET = Architecture(
     name="EfficientNet",
     paper="Tan & Le, 2019, arXiv:1905.11946, Table 1",
     stem=32,
-    rows=_rows(
-        _MB, "silu",
+    stages=(
         # kernel stride expand out repeats se
-        (3, 1, 1, 16, 1, 0.25),
-        (3, 2, 6, 24, 2, 0.25),
-        (5, 2, 6, 40, 2, 0.25),
-        (3, 2, 6, 80, 3, 0.25),
-        (5, 1, 6, 112, 3, 0.25),
-        (5, 2, 6, 192, 4, 0.25),
-        (3, 1, 6, 320, 1, 0.25),
+        _stage(_MB, "silu", (3, 1, 1, 16, 1, 0.25)),
+        _stage(_MB, "silu", (3, 2, 6, 24, 2, 0.25)),
+        _stage(_MB, "silu", (5, 2, 6, 40, 2, 0.25)),
+        _stage(_MB, "silu", (3, 2, 6, 80, 3, 0.25)),
+        _stage(_MB, "silu", (5, 1, 6, 112, 3, 0.25)),
+        _stage(_MB, "silu", (5, 2, 6, 192, 4, 0.25)),
+        _stage(_MB, "silu", (3, 1, 6, 320, 1, 0.25)),
     ),
     head=1280,
     stem_act="silu",
@@ -191,11 +203,12 @@ EFFICIENTNET = Architecture(
 
 
 def _efficientnet_v2(name: str, paper: str, stem: int, rows: tuple[tuple, ...]) -> Architecture:
+    """EfficientNetV2: one stage per row, as the paper's table and the reference code have it."""
     return Architecture(
         name=name,
         paper=paper,
         stem=stem,
-        rows=tuple(Row(*r, "silu") for r in rows),
+        stages=tuple(_stage(r[0], "silu", r[1:]) for r in rows),
         head=1280,
         stem_act="silu",
         head_act="silu",
@@ -371,26 +384,11 @@ class Options:
 
 
 @dataclass(frozen=True)
-class BlockConfig:
-    """One block with every width fixed; the keyword arguments of its block class."""
-
-    block: str
-    in_chs: int
-    out_chs: int
-    kernel_size: int
-    stride: int
-    mid_chs: int | None
-    se_chs: int
-    act: str
-    se_act: str
-    se_gate: str
-    drop_path: float = 0.0
-    dilation: int = 1
-
-
-@dataclass(frozen=True)
 class ModelConfig:
-    """A network with every choice made: what ``MobileNet`` builds and what a checkpoint describes."""
+    """A network with every choice made: what ``MobileNet`` builds and what a checkpoint describes.
+
+    ``stages`` holds one typed config per block (``MobileBlock.Config``, ...), stage by stage as the table declares.
+    """
 
     name: str
     arch: str
@@ -426,10 +424,9 @@ class ModelConfig:
                      f"{'':>5}  {self.stem_act}")
         for i, stage in enumerate(self.stages):
             for j, b in enumerate(stage):
-                mid = "" if b.mid_chs is None else b.mid_chs
-                se = b.se_chs or ""
-                lines.append(f"{f'stages.{i}.{j}':<12}{b.block:<20}{b.kernel_size:>3}{b.stride:>3}{b.in_chs:>6}"
-                             f"{mid:>6}{b.out_chs:>6}{se:>5}  {b.act}")
+                c = b.summary()
+                lines.append(f"{f'stages.{i}.{j}':<12}{b.block.__name__:<20}{c['k']:>3}{b.stride:>3}{b.in_chs:>6}"
+                             f"{c['mid']:>6}{b.out_chs:>6}{c['se']:>5}  {c['act']}")
         in_chs = self.stages[-1][-1].out_chs
         for i in range(self.head_repeats if self.head_chs else 0):
             label = "head" if self.head_repeats == 1 else f"head.{i}"
@@ -442,6 +439,71 @@ class ModelConfig:
         lines.append(f"{'classifier':<12}{'Linear':<20}{'':>6}{self.head_hidden_size:>6}{'':>6}"
                      f"{self.num_classes:>6}")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One block's place in the network and the widths the rules give it; a block config's ``from_row`` reads it.
+
+    ``mid_chs`` is the expanded width (``None`` when the row's expansion ratio is 1), ``se_chs`` the squeeze width
+    (0: no squeeze-excite); ``act``, ``se_act`` and ``se_gate`` are activation names after the options applied.
+    """
+
+    in_chs: int
+    out_chs: int
+    stride: int
+    mid_chs: int | None
+    se_chs: int
+    act: str
+    se_act: str
+    se_gate: str
+    drop_path: float
+
+
+# -- the rules, one per option; each is pure and names the references that use it -----------------------------
+
+
+def channels(c: float, o: Options) -> int:
+    """``c`` rounded to the divisor, with ``round_limit``'s guard (the MobileNetV2 reference code's rule)."""
+    return adjust_channels(c, o.divisor, round_limit=o.round_limit)
+
+
+def activation(name: str, o: Options) -> str:
+    """A table's activation after ``act`` (replace all) and ``minimal`` (ReLU everywhere, Howard et al., 2019)."""
+    return "relu" if o.minimal else (o.act or name)
+
+
+def override_rows(stages: tuple[Stage, ...], o: Options) -> list[list[Row]]:
+    """Apply the per-row options (``repeats``, ``kernel_sizes``) and the global ones (``se_ratio``, ``minimal``:
+    no SE and 3x3 kernels, as MobileNetV3's minimal models) to the table's rows, stage boundaries kept."""
+    rows = [row for stage in stages for row in stage]
+    if o.repeats is not None:
+        rows = [replace(r, repeats=n) for r, n in zip(rows, o.repeats, strict=True)]
+    if o.kernel_sizes is not None:
+        rows = [replace(r, kernel=k) for r, k in zip(rows, o.kernel_sizes, strict=True)]
+    if o.se_ratio is not None:
+        rows = [replace(r, se=o.se_ratio) for r in rows]
+    if o.minimal:
+        rows = [replace(r, se=0.0, kernel=3) for r in rows]
+    out, start = [], 0
+    for stage in stages:
+        out.append(rows[start:start + len(stage)])
+        start += len(stage)
+    return out
+
+
+def merge_repeated_rows(stage: list[Row]) -> list[Row]:
+    """Fold a stride-1 row into the row before it when it repeats that row's block (MobileNetV3-Large's two
+    ``120 / 40`` bnecks become one row of 2), so depth scaling spreads over distinct rows as TF and timm do."""
+    merged: list[Row] = []
+    for row in stage:
+        last = merged[-1] if merged else None
+        if last is not None and row.stride == 1 and replace(row, repeats=1, stride=last.stride) == replace(
+                last, repeats=1):
+            merged[-1] = replace(last, repeats=last.repeats + row.repeats)
+        else:
+            merged.append(row)
+    return merged
 
 
 def scale_depth(repeats: list[int], depth_mult: float) -> list[int]:
@@ -461,19 +523,74 @@ def scale_depth(repeats: list[int], depth_mult: float) -> list[int]:
     return scaled[::-1]
 
 
-def _stages(rows: list[Row]) -> list[list[Row]]:
-    """Group consecutive rows with the same output width into stages, merging rows that repeat one block."""
-    stages: list[list[Row]] = []
-    for row in rows:
-        if stages and stages[-1][-1].out == row.out:
-            last = stages[-1][-1]
-            if row.stride == 1 and replace(row, repeats=1, stride=last.stride) == replace(last, repeats=1):
-                stages[-1][-1] = replace(last, repeats=last.repeats + row.repeats)
-            else:
-                stages[-1].append(row)
-        else:
-            stages.append([row])
-    return stages
+def stage_depths(stages: list[list[Row]], o: Options) -> list[list[Row]]:
+    """Depth-scale every stage by ``depth_mult``; with ``fix_first_last`` the first and last stage keep their
+    depth (EfficientNet-Lite, timm's MobileNetV2 ``d`` models)."""
+    last = len(stages) - 1
+    scaled = []
+    for i, stage in enumerate(stages):
+        mult = 1.0 if o.fix_first_last and i in (0, last) else o.depth_mult
+        counts = scale_depth([r.repeats for r in stage], mult)
+        scaled.append([replace(r, repeats=n) for r, n in zip(stage, counts, strict=True)])
+    return scaled
+
+
+def stem_width(arch: Architecture, o: Options) -> int:
+    """The stem, width-scaled unless ``stem_scaled=False`` (EfficientNet-Lite, timm's narrow MobileNetV3s)."""
+    return channels(arch.stem * o.width_mult, o) if o.stem_scaled else arch.stem
+
+
+def expanded_width(in_chs: int, paper_in_chs: int, expand: float, o: Options) -> int | None:
+    """A block's expanded width per ``expand_rounding``; ``None`` for expansion ratio 1 (no expansion layer).
+
+    ``"divisor"``: adjust(in * t) (TF, timm, torchvision EfficientNet); ``"round"``: round(in * t) (torchvision
+    MobileNetV2, EfficientNet-PyTorch); ``"width"``: adjust(exp_size * width), the paper's exp size scaled
+    (torchvision MobileNetV3).
+    """
+    if expand == 1:
+        return None
+    if o.expand_rounding == "divisor":
+        return channels(in_chs * expand, o)
+    if o.expand_rounding == "round":
+        return int(round(in_chs * expand))
+    return channels(round(paper_in_chs * expand) * o.width_mult, o)
+
+
+def se_width(in_chs: int, mid_chs: int | None, ratio: float, o: Options) -> int:
+    """Squeeze width per ``se_width`` (0 without SE): ``"block_input"`` = int(in * ratio) (EfficientNet, Tan & Le,
+    2019); ``"expanded"`` = adjust(expanded * ratio) (MobileNetV3, Howard et al., 2019)."""
+    if ratio <= 0:
+        return 0
+    if o.se_width == "block_input":
+        return max(1, int(in_chs * ratio))
+    return channels((in_chs if mid_chs is None else mid_chs) * ratio, o)
+
+
+def head_width(arch: Architecture, o: Options) -> int:
+    """The head conv per ``head_scaling``: ``"scaled"`` (EfficientNet), ``"at_least"`` the paper's (MobileNetV2),
+    ``"fixed"`` (EfficientNet-Lite), ``"none"``: no head conv (MobileNetV1 as in the paper), 0."""
+    return {
+        "scaled": channels(arch.head * o.width_mult, o),
+        "at_least": max(arch.head, channels(arch.head * o.width_mult, o)),
+        "fixed": arch.head,
+        "none": 0,
+    }[o.head_scaling]
+
+
+def head_hidden_width(arch: Architecture, o: Options) -> int:
+    """MobileNetV3's hidden FC layer, width-scaled with ``head_hidden_scaled`` (torchvision) or not (timm)."""
+    return channels(arch.head_hidden * o.width_mult, o) if o.head_hidden_scaled and arch.head_hidden \
+        else arch.head_hidden
+
+
+def head_depth(o: Options) -> int:
+    """Head convs: one, or ``ceil(depth_mult)`` with ``head_depth_scaled`` (timm's mobilenetv3_large_150d)."""
+    return math.ceil(o.depth_mult) if o.head_depth_scaled else 1
+
+
+def drop_path_rates(total_blocks: int, rate: float) -> list[float]:
+    """Stochastic depth growing linearly with the global block index, from 0 (Huang et al., 2016; timm, TF)."""
+    return [rate * i / total_blocks for i in range(total_blocks)]
 
 
 def resolve(
@@ -487,91 +604,39 @@ def resolve(
     drop_path_rate: float = 0.0,
     input_size: int = 224,
 ) -> ModelConfig:
-    """Apply width, depth, divisor and every rounding rule to ``arch``; the only place scaling happens."""
+    """Apply the rules above to ``arch``: the only place scaling happens."""
     o = options
     o.validate(arch)
-
-    def ch(c: float) -> int:
-        return adjust_channels(c, o.divisor, round_limit=o.round_limit)
-
-    def act(a: str) -> str:
-        return "relu" if o.minimal else (o.act or a)
-
-    rows = list(arch.rows)
-    if o.repeats is not None:
-        rows = [replace(r, repeats=n) for r, n in zip(rows, o.repeats, strict=True)]
-    if o.kernel_sizes is not None:
-        rows = [replace(r, kernel=k) for r, k in zip(rows, o.kernel_sizes, strict=True)]
-    if o.se_ratio is not None:
-        rows = [replace(r, se=o.se_ratio) for r in rows]
-    if o.minimal:
-        rows = [replace(r, se=0.0, kernel=3) for r in rows]
-    stages = _stages(rows)
-    last = len(stages) - 1
-    scaled_stages = []
-    for i, stage in enumerate(stages):
-        mult = 1.0 if o.fix_first_last and i in (0, last) else o.depth_mult
-        counts = scale_depth([r.repeats for r in stage], mult)
-        scaled_stages.append([replace(r, repeats=n) for r, n in zip(stage, counts, strict=True)])
-
-    total_blocks = sum(r.repeats for stage in scaled_stages for r in stage)
-    stem = ch(arch.stem * o.width_mult) if o.stem_scaled else arch.stem
-    in_chs, paper_in, index = stem, arch.stem, 0
+    stages = stage_depths([merge_repeated_rows(s) for s in override_rows(arch.stages, o)], o)
+    rates = iter(drop_path_rates(sum(r.repeats for stage in stages for r in stage), drop_path_rate))
+    stem = stem_width(arch, o)
+    in_chs, paper_in = stem, arch.stem
     stage_cfgs = []
-    for stage in scaled_stages:
+    for stage in stages:
         blocks = []
         for row in stage:
-            out = ch(row.out * o.width_mult)
+            out = channels(row.out * o.width_mult, o)
             for j in range(row.repeats):
-                if row.expand == 1:
-                    mid = None
-                elif o.expand_rounding == "divisor":
-                    mid = ch(in_chs * row.expand)
-                elif o.expand_rounding == "round":
-                    mid = int(round(in_chs * row.expand))
-                else:
-                    mid = ch(round(paper_in * row.expand) * o.width_mult)
-                width = in_chs if mid is None else mid
-                if row.se <= 0:
-                    se = 0
-                elif o.se_width == "block_input":
-                    se = max(1, int(in_chs * row.se))
-                else:
-                    se = ch(width * row.se)
-                blocks.append(BlockConfig(
-                    block=row.block.__name__,
-                    in_chs=in_chs,
-                    out_chs=out,
-                    kernel_size=row.kernel,
-                    stride=row.stride if j == 0 else 1,
-                    mid_chs=mid,
-                    se_chs=se,
-                    act=act(row.act),
-                    se_act=act(row.act) if arch.se_act is None else arch.se_act,
-                    se_gate=arch.se_gate,
-                    drop_path=drop_path_rate * index / total_blocks,
-                ))
-                in_chs, paper_in, index = out, row.out, index + 1
+                mid = expanded_width(in_chs, paper_in, row.expand, o)
+                act = activation(row.act, o)
+                slot = Slot(in_chs=in_chs, out_chs=out, stride=row.stride if j == 0 else 1, mid_chs=mid,
+                            se_chs=se_width(in_chs, mid, row.se, o), act=act,
+                            se_act=act if arch.se_act is None else arch.se_act, se_gate=arch.se_gate,
+                            drop_path=next(rates))
+                blocks.append(row.config.from_row(row, slot))
+                in_chs, paper_in = out, row.out
         stage_cfgs.append(tuple(blocks))
-
-    head = {
-        "scaled": ch(arch.head * o.width_mult),
-        "at_least": max(arch.head, ch(arch.head * o.width_mult)),
-        "fixed": arch.head,
-        "none": 0,
-    }[o.head_scaling]
-    hidden = ch(arch.head_hidden * o.width_mult) if o.head_hidden_scaled and arch.head_hidden else arch.head_hidden
     return ModelConfig(
         name=name,
         arch=arch.name,
         options=o,
         stem_chs=stem,
-        stem_act=act(arch.stem_act),
+        stem_act=activation(arch.stem_act, o),
         stages=tuple(stage_cfgs),
-        head_chs=head,
-        head_act=act(arch.head_act),
-        head_repeats=math.ceil(o.depth_mult) if o.head_depth_scaled else 1,
-        head_hidden=hidden,
+        head_chs=head_width(arch, o),
+        head_act=activation(arch.head_act, o),
+        head_repeats=head_depth(o),
+        head_hidden=head_hidden_width(arch, o),
         num_classes=num_classes,
         in_chans=in_chans,
         drop_rate=drop_rate,
@@ -587,6 +652,8 @@ __all__ = [
     "ModelConfig",
     "Options",
     "Row",
+    "Slot",
+    "Stage",
     "resolve",
     "scale_depth",
 ]

@@ -6,7 +6,16 @@ import pytest
 import torch
 
 import mobilenets
-from mobilenets import CheckpointError, build_config, create_model, from_checkpoint, list_models, save_checkpoint
+from mobilenets import (
+    CheckpointError,
+    FusedMobileBlock,
+    MobileBlock,
+    build_config,
+    create_model,
+    from_checkpoint,
+    list_models,
+    save_checkpoint,
+)
 
 ALL = list_models()
 
@@ -84,7 +93,7 @@ def test_efficientnet_v2_s_table():  # Tan & Le, 2021, Table 4
     assert c.stem_chs == 24 and c.head_chs == 1280
     assert stage_outs("efficientnet_v2_s") == [24, 48, 64, 128, 160, 256]
     assert repeats("efficientnet_v2_s") == [2, 4, 4, 6, 9, 15]
-    assert [s[0].block for s in c.stages] == ["FusedMobileBlock"] * 3 + ["MobileBlock"] * 3
+    assert [type(s[0]) for s in c.stages] == [FusedMobileBlock.Config] * 3 + [MobileBlock.Config] * 3
 
 
 def test_repeats_and_kernel_overrides():

@@ -22,6 +22,7 @@ depth-scale the first and last stage.
 
 from __future__ import annotations
 
+from ..blocks import MobileBlock
 from ..specs import ModelConfig
 from . import ConversionError, KeyMap
 
@@ -50,8 +51,9 @@ def key_map(config: ModelConfig, model: str) -> KeyMap:
     n = 0
     for i, stage in enumerate(config.stages):
         for j, b in enumerate(stage):
-            if b.block != "MobileBlock":
-                raise ConversionError(f"efficientnet_pytorch:{model} has MBConv blocks only, not {b.block}")
+            if not isinstance(b, MobileBlock.Config):
+                raise ConversionError(f"efficientnet_pytorch:{model} has MBConv blocks only, "
+                                      f"not {type(b).__qualname__}")
             ours, theirs = f"stages.{i}.{j}", f"_blocks.{n}"
             if b.mid_chs is not None:
                 km.conv_bn(f"{ours}.conv_pw", f"{theirs}._expand_conv", f"{theirs}._bn0")

@@ -27,8 +27,10 @@ BatchNorm momentum at PyTorch's 0.1 for every model, and so do we.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from ..blocks import BlockConfig, DepthwiseSeparable, FusedMobileBlock, MobileBlock
 from ..registry import get_spec
 from ..specs import ModelConfig, Options
 from . import KeyMap
@@ -103,26 +105,42 @@ for _v in ("b0", "b1", "b2", "b3"):
         True, **_scaling(f"efficientnet_v2_{_v}"), round_limit=0.0))
 
 
-def _block(km: KeyMap, ours: str, theirs: str, block: str, expanded: bool, se: bool) -> None:
+# Per block config type: (our layer, timm conv, timm norm) in order; ``None`` convs mark where timm's ``se`` sits.
+_Layers = list[tuple[str, str | None, str | None]]
+
+
+def _depthwise_separable(b: DepthwiseSeparable.Config) -> _Layers:
+    return [("conv_dw", "conv_dw", "bn1"), ("se", None, None), ("conv_pw", "conv_pw", "bn2")]
+
+
+def _mobile_block(b: MobileBlock.Config) -> _Layers:
+    if b.mid_chs is None:  # timm's DepthwiseSeparableConv: its ``conv_pw`` is our linear projection ``conv_pwl``
+        return [("conv_dw", "conv_dw", "bn1"), ("se", None, None), ("conv_pwl", "conv_pw", "bn2")]
+    return [("conv_pw", "conv_pw", "bn1"), ("conv_dw", "conv_dw", "bn2"), ("se", None, None),
+            ("conv_pwl", "conv_pwl", "bn3")]
+
+
+def _fused_mobile_block(b: FusedMobileBlock.Config) -> _Layers:
+    if b.mid_chs is None:  # timm's ConvBnAct
+        return [("conv_exp", "conv", "bn1")]
+    return [("conv_exp", "conv_exp", "bn1"), ("se", None, None), ("conv_pwl", "conv_pwl", "bn2")]
+
+
+LAYERS: dict[type[BlockConfig], Callable[[Any], _Layers]] = {
+    DepthwiseSeparable.Config: _depthwise_separable,
+    MobileBlock.Config: _mobile_block,
+    FusedMobileBlock.Config: _fused_mobile_block,
+}
+
+
+def _block(km: KeyMap, ours: str, theirs: str, b: BlockConfig) -> None:
     """One block: our layer names on the left, timm's conv and norm names on the right (see the module doc)."""
-    if block == "DepthwiseSeparable" or (block == "MobileBlock" and not expanded):
-        # timm's DepthwiseSeparableConv; its ``conv_pw`` is our activated ``conv_pw`` (MobileNetV1) or our
-        # linear projection ``conv_pwl`` (an expansion-free inverted residual)
-        layers = [("conv_dw", "conv_dw", "bn1"), ("se", None, None),
-                  ("conv_pw" if block == "DepthwiseSeparable" else "conv_pwl", "conv_pw", "bn2")]
-    elif block == "MobileBlock":
-        layers = [("conv_pw", "conv_pw", "bn1"), ("conv_dw", "conv_dw", "bn2"), ("se", None, None),
-                  ("conv_pwl", "conv_pwl", "bn3")]
-    elif block == "FusedMobileBlock" and not expanded:
-        layers = [("conv_exp", "conv", "bn1")]
-    elif block == "FusedMobileBlock":
-        layers = [("conv_exp", "conv_exp", "bn1"), ("se", None, None), ("conv_pwl", "conv_pwl", "bn2")]
-    else:
-        raise ValueError(f"no timm layout for block {block!r}")
-    for name, conv, bn in layers:
+    if type(b) not in LAYERS:
+        raise ValueError(f"no timm layout for block {type(b).__qualname__}")
+    for name, conv, bn in LAYERS[type(b)](b):
         if conv is not None:
             km.conv_bn(f"{ours}.{name}", f"{theirs}.{conv}", f"{theirs}.{bn}")
-        elif se:
+        elif b.se_chs:
             km.se(f"{ours}.se", f"{theirs}.se.conv_reduce", f"{theirs}.se.conv_expand")
 
 
@@ -132,7 +150,7 @@ def key_map(config: ModelConfig, model: str) -> KeyMap:
     km.conv_bn("stem", "conv_stem", "bn1")
     for i, stage in enumerate(config.stages):
         for j, b in enumerate(stage):
-            _block(km, f"stages.{i}.{j}", f"blocks.{i}.{j}", b.block, b.mid_chs is not None, b.se_chs > 0)
+            _block(km, f"stages.{i}.{j}", f"blocks.{i}.{j}", b)
     if config.head_hidden:  # MobileNetV3: head conv(s) in the last ``blocks`` stage, conv_head after pooling
         last = len(config.stages)
         for r in range(config.head_repeats):

@@ -6,6 +6,7 @@ absent; the map below walks our resolved blocks and counts those indices.
 
 from __future__ import annotations
 
+from ..blocks import FusedMobileBlock
 from ..specs import ModelConfig
 from . import KeyMap
 
@@ -33,7 +34,7 @@ def key_map(config: ModelConfig, model: str) -> KeyMap:
             theirs = f"features.{index}" if flat else f"features.{i + 1}.{j}"
             seq = f"{theirs}.conv" if model == "mobilenet_v2" else f"{theirs}.block"
             layers = []  # our layer name, kind
-            if b.block == "FusedMobileBlock":
+            if isinstance(b, FusedMobileBlock.Config):
                 layers.append(("conv_exp", "cna"))
                 layers += [("conv_pwl", "cna")] if b.mid_chs is not None else []
             else:
