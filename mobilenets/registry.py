@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from . import references as ref
 from .model import MobileNet
 from .specs import ARCHITECTURES, ModelConfig, Options, resolve
 
@@ -39,41 +40,33 @@ def register(name: str, arch: str, options: Options, drop_rate: float, input_siz
 
 # Default options follow torchvision where torchvision has the model, else timm; converters record the
 # options of the weights they convert, so defaults only matter for randomly initialised models.
-_V1 = Options(act="relu6", head_scaling="none")  # timm's mobilenetv1_100 (paper: ReLU)
-_V2 = Options(expand_rounding="round", head_scaling="at_least")  # torchvision
-_V3 = Options(expand_rounding="width", se_width="expanded", head_hidden_scaled=True, bn_eps=1e-3, bn_momentum=0.01)
+_V1 = ref.options(ref.TIMM_V1)  # timm's mobilenetv1_100 (paper: ReLU)
+_V2 = ref.options(ref.TORCHVISION_V2)
+_V3 = ref.options(ref.TORCHVISION_V3)
 _EFF = Options()  # torchvision B0-B4
-_EFF_TF = Options(bn_eps=1e-3, bn_momentum=0.01)  # torchvision B5-B7, ported from TF
-_LITE = Options(
-    se_ratio=0.0, act="relu6", stem_scaled=False, head_scaling="fixed", fix_first_last=True,
-    padding="same", bn_eps=1e-3, bn_momentum=0.01,
-)  # TF's EfficientNet-Lite, as the embedded EfficientNet-PyTorch weights need
-_EFF_V2 = Options(bn_eps=1e-3)  # torchvision
-_EFF_V2_BASE = Options(round_limit=0.0, bn_eps=1e-3, bn_momentum=0.01)  # TF / timm tf_efficientnetv2_b*
-
-
-def _width_name(base: str, width: float) -> str:
-    return base if width == 1.0 else f"{base}_{round(width * 100):03d}"
+_EFF_TF = ref.options(ref.TF_BN)  # torchvision B5-B7, ported from TF
+_LITE = ref.options(ref.LITE, ref.TF_LAYERS)  # TF's Lite, as the embedded EfficientNet-PyTorch weights need
+_EFF_V2 = ref.options(ref.TORCHVISION_EFFICIENTNET_V2)
+_EFF_V2_BASE = ref.options(ref.EFFICIENTNET_V2_BASE, ref.TF_BN)  # TF / timm tf_efficientnetv2_b*
 
 
 for _w in (1.0, 0.25, 0.5, 0.75, 1.25):
-    register(_width_name("mobilenet_v1", _w), "mobilenet_v1", replace(_V1, width_mult=_w), 0.0, 224,
+    register(ref.width_name("mobilenet_v1", _w), "mobilenet_v1", replace(_V1, width_mult=_w), 0.0, 224,
              f"MobileNetV1 at width {_w} (Howard et al., 2017).")
 for _w in (1.0, 0.35, 0.5, 0.75, 1.4):
-    register(_width_name("mobilenet_v2", _w), "mobilenet_v2", replace(_V2, width_mult=_w), 0.2, 224,
+    register(ref.width_name("mobilenet_v2", _w), "mobilenet_v2", replace(_V2, width_mult=_w), 0.2, 224,
              f"MobileNetV2 at width {_w} (Sandler et al., 2018).")
 for _name, _w, _d in (("mobilenet_v2_110d", 1.1, 1.2), ("mobilenet_v2_120d", 1.2, 1.4)):
-    register(_name, "mobilenet_v2", Options(width_mult=_w, depth_mult=_d, stem_scaled=False, head_scaling="fixed",
-                                            fix_first_last=True), 0.2, 224,
+    register(_name, "mobilenet_v2", ref.options(ref.TIMM_V2_DEEP, width_mult=_w, depth_mult=_d), 0.2, 224,
              f"MobileNetV2 at width {_w} and depth {_d} with fixed stem and head (timm's {_name.replace('_v', 'v')}).")
 for _size in ("large", "small"):
     for _w in (1.0, 0.5, 0.75):
-        register(_width_name(f"mobilenet_v3_{_size}", _w), f"mobilenet_v3_{_size}", replace(_V3, width_mult=_w),
+        register(ref.width_name(f"mobilenet_v3_{_size}", _w), f"mobilenet_v3_{_size}", replace(_V3, width_mult=_w),
                  0.2, 224, f"MobileNetV3-{_size.capitalize()} at width {_w} (Howard et al., 2019).")
     register(f"mobilenet_v3_{_size}_minimal", f"mobilenet_v3_{_size}", replace(_V3, minimal=True), 0.2, 224,
              f"MobileNetV3-{_size.capitalize()} minimal: no SE, ReLU only, 3x3 kernels (Howard et al., 2019).")
 register("mobilenet_v3_large_150d", "mobilenet_v3_large",
-         Options(width_mult=1.5, depth_mult=1.2, se_width="expanded", head_depth_scaled=True), 0.2, 256,
+         ref.options(ref.TIMM_V3, width_mult=1.5, depth_mult=1.2), 0.2, 256,
          "MobileNetV3-Large at width 1.5 and depth 1.2 (timm's mobilenetv3_large_150d).")
 
 # EfficientNet (Tan & Le, 2019): (width, depth, resolution, dropout) per variant, Sec. 3.3 and TF's params table.

@@ -22,21 +22,14 @@ depth-scale the first and last stage.
 
 from __future__ import annotations
 
+from .. import references as ref
 from ..blocks import MobileBlock
 from ..specs import ModelConfig
 from . import ConversionError, KeyMap
 
-_COMMON = dict(
-    divisor=8,
-    round_limit=0.9,
-    expand_rounding="round",
-    se_width="block_input",
-    padding="same",
-    bn_eps=1e-3,
-    bn_momentum=0.01,
-)
-_B = dict(_COMMON, se_ratio=None, act=None, stem_scaled=True, head_scaling="scaled", fix_first_last=False)
-_LITE = dict(_COMMON, se_ratio=0.0, act="relu6", stem_scaled=False, head_scaling="fixed", fix_first_last=True)
+_B = dict(ref.EFFICIENTNET_PYTORCH, se_ratio=None, act=None, stem_scaled=True, head_scaling="scaled",
+          fix_first_last=False)
+_LITE = dict(ref.EFFICIENTNET_PYTORCH, **ref.LITE)
 
 # Width and depth per variant are the registry's (the EfficientNet paper's), identical to EfficientNet-PyTorch's.
 SOURCES: dict[str, tuple[str, dict]] = {

@@ -30,16 +30,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .. import references as ref
 from ..blocks import BlockConfig, DepthwiseSeparable, FusedMobileBlock, MobileBlock
 from ..registry import get_spec
-from ..specs import ModelConfig, Options
+from ..specs import ModelConfig
 from . import KeyMap
 
 
-def _options(tf: bool, **options: Any) -> dict[str, Any]:
+def _options(tf: bool, *bundles: ref.Bundle, **fields: Any) -> dict[str, Any]:
     """Every ``Options`` field for a timm model; ``tf``: one of timm's ports of TensorFlow weights."""
-    layers = dict(padding="same", bn_eps=1e-3) if tf else dict(padding="symmetric", bn_eps=1e-5)
-    return Options(**layers, bn_momentum=0.1, **options).to_dict()
+    return ref.options(ref.TIMM_TF_LAYERS if tf else ref.TIMM_LAYERS, *bundles, **fields).to_dict()
 
 
 def _scaling(name: str) -> dict[str, float]:
@@ -48,41 +48,35 @@ def _scaling(name: str) -> dict[str, float]:
     return dict(width_mult=o.width_mult, depth_mult=o.depth_mult)
 
 
-def _width(name: str, width: float) -> str:
-    return name if width == 1.0 else f"{name}_{round(width * 100):03d}"
-
-
 SOURCES: dict[str, tuple[str, dict[str, Any]]] = {}
 
 # MobileNetV1 (timm's _gen_mobilenet_v1): ReLU6, no head conv unless ``h`` (then at least 1024 wide).
 for _w, _suffix, _head in ((1.0, "", "none"), (1.0, "h", "at_least"), (1.25, "", "none")):
     SOURCES[f"mobilenetv1_{round(_w * 100):03d}{_suffix}"] = (
-        _width("mobilenet_v1", _w), _options(False, width_mult=_w, act="relu6", head_scaling=_head))
+        ref.width_name("mobilenet_v1", _w), _options(False, ref.TIMM_V1, width_mult=_w, head_scaling=_head))
 
 # MobileNetV2 (_gen_mobilenet_v2): expansion rounded to the divisor, head at least 1280; the ``d`` models
 # deepen the middle stages and keep stem and head fixed.
 for _w in (0.35, 0.5, 0.75, 1.0, 1.4):
     SOURCES[f"mobilenetv2_{round(_w * 100):03d}"] = (
-        _width("mobilenet_v2", _w), _options(False, width_mult=_w, head_scaling="at_least"))
+        ref.width_name("mobilenet_v2", _w), _options(False, width_mult=_w, head_scaling="at_least"))
 for _w, _d in ((1.1, 1.2), (1.2, 1.4)):
     _name = f"mobilenet_v2_{round(_w * 100):03d}d"
-    SOURCES[_name.replace("_v2", "v2")] = (_name, _options(
-        False, width_mult=_w, depth_mult=_d, stem_scaled=False, head_scaling="fixed", fix_first_last=True))
+    SOURCES[_name.replace("_v2", "v2")] = (_name, _options(False, ref.TIMM_V2_DEEP, width_mult=_w, depth_mult=_d))
 
 
 # MobileNetV3 (_gen_mobilenet_v3): SE width from the expanded width, an unscaled hidden FC layer, the stem fixed
 # at 16 below width 0.75, and the head conv built as a one-block stage (so it is depth-scaled too).
 def _v3(tf: bool, width: float = 1.0, depth: float = 1.0, minimal: bool = False) -> dict[str, Any]:
-    return _options(tf, width_mult=width, depth_mult=depth, se_width="expanded", minimal=minimal,
-                    stem_scaled=width >= 0.75, head_hidden_scaled=False, head_depth_scaled=True)
+    return _options(tf, ref.TIMM_V3, width_mult=width, depth_mult=depth, minimal=minimal, stem_scaled=width >= 0.75)
 
 
 for _size, _widths in (("large", (0.75, 1.0)), ("small", (0.5, 0.75, 1.0))):
     for _w in _widths:
         _tag = f"{_size}_{round(_w * 100):03d}"
-        SOURCES[f"mobilenetv3_{_tag}"] = (_width(f"mobilenet_v3_{_size}", _w), _v3(False, _w))
+        SOURCES[f"mobilenetv3_{_tag}"] = (ref.width_name(f"mobilenet_v3_{_size}", _w), _v3(False, _w))
         if _w >= 0.75:
-            SOURCES[f"tf_mobilenetv3_{_tag}"] = (_width(f"mobilenet_v3_{_size}", _w), _v3(True, _w))
+            SOURCES[f"tf_mobilenetv3_{_tag}"] = (ref.width_name(f"mobilenet_v3_{_size}", _w), _v3(True, _w))
     SOURCES[f"tf_mobilenetv3_{_size}_minimal_100"] = (f"mobilenet_v3_{_size}_minimal", _v3(True, minimal=True))
 SOURCES["mobilenetv3_large_150d"] = ("mobilenet_v3_large_150d", _v3(False, 1.5, 1.2))
 
@@ -93,8 +87,7 @@ for _prefix, _tf in (("", False), ("tf_", True)):
         SOURCES[f"{_prefix}efficientnet_{_v}"] = (f"efficientnet_{_v}", _options(_tf, **_scaling(f"efficientnet_{_v}")))
     for _v in [f"lite{i}" for i in range(5)]:
         SOURCES[f"{_prefix}efficientnet_{_v}"] = (f"efficientnet_{_v}", _options(
-            _tf, **_scaling(f"efficientnet_{_v}"), se_ratio=0.0, act="relu6", stem_scaled=False,
-            head_scaling="fixed", fix_first_last=True))
+            _tf, ref.LITE, **_scaling(f"efficientnet_{_v}")))
 
 # EfficientNetV2 (_gen_efficientnetv2_*): S/M/L/XL unscaled; the B0-B3 base scales without the 10% rounding guard.
 for _v in ("s", "m", "l", "xl"):
@@ -102,7 +95,7 @@ for _v in ("s", "m", "l", "xl"):
         SOURCES[f"{_prefix}efficientnetv2_{_v}"] = (f"efficientnet_v2_{_v}", _options(_tf))
 for _v in ("b0", "b1", "b2", "b3"):
     SOURCES[f"tf_efficientnetv2_{_v}"] = (f"efficientnet_v2_{_v}", _options(
-        True, **_scaling(f"efficientnet_v2_{_v}"), round_limit=0.0))
+        True, ref.EFFICIENTNET_V2_BASE, **_scaling(f"efficientnet_v2_{_v}")))
 
 
 # Per block config type: (our layer, timm conv, timm norm) in order; ``None`` convs mark where timm's ``se`` sits.

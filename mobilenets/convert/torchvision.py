@@ -6,19 +6,17 @@ absent; the map below walks our resolved blocks and counts those indices.
 
 from __future__ import annotations
 
+from .. import references as ref
 from ..blocks import FusedMobileBlock
 from ..specs import ModelConfig
 from . import KeyMap
 
-_V3 = dict(expand_rounding="width", se_width="expanded", head_hidden_scaled=True, bn_eps=1e-3, bn_momentum=0.01)
-_EFF_TF_BN = dict(bn_eps=1e-3, bn_momentum=0.01)
-
 SOURCES: dict[str, tuple[str, dict]] = {
-    "mobilenet_v2": ("mobilenet_v2", dict(expand_rounding="round", head_scaling="at_least")),
-    "mobilenet_v3_large": ("mobilenet_v3_large", _V3),
-    "mobilenet_v3_small": ("mobilenet_v3_small", _V3),
-    **{f"efficientnet_b{i}": (f"efficientnet_b{i}", {} if i < 5 else _EFF_TF_BN) for i in range(8)},
-    **{f"efficientnet_v2_{v}": (f"efficientnet_v2_{v}", dict(bn_eps=1e-3)) for v in ("s", "m", "l")},
+    "mobilenet_v2": ("mobilenet_v2", dict(ref.TORCHVISION_V2)),
+    "mobilenet_v3_large": ("mobilenet_v3_large", dict(ref.TORCHVISION_V3)),
+    "mobilenet_v3_small": ("mobilenet_v3_small", dict(ref.TORCHVISION_V3)),
+    **{f"efficientnet_b{i}": (f"efficientnet_b{i}", {} if i < 5 else dict(ref.TF_BN)) for i in range(8)},
+    **{f"efficientnet_v2_{v}": (f"efficientnet_v2_{v}", dict(ref.TORCHVISION_EFFICIENTNET_V2)) for v in "sml"},
 }
 
 
