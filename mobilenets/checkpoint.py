@@ -16,6 +16,7 @@ from torch import nn
 from .model import MobileNet
 from .registry import build_config
 from .specs import ModelConfig, Options
+from .statedict import compare
 
 FORMAT = "mobilenets"
 FORMAT_VERSION = "1"
@@ -103,14 +104,10 @@ def checkpoint_arguments(meta: dict[str, str]) -> dict[str, Any]:
 def load_state_dict_strict(model: nn.Module, tensors: dict[str, torch.Tensor], origin: str) -> None:
     """Copy ``tensors`` into ``model``; any missing, unexpected or mis-shaped key is a ``CheckpointError``."""
     own = model.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    shapes = sorted(f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
-                    for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
-    if missing or unexpected or shapes:
-        parts = [f"{label} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)) if keys]
-        raise CheckpointError(f"{origin} does not fit the model: " + "; ".join(parts))
+    report = compare({k: v.shape for k, v in own.items()}, {k: v.shape for k, v in tensors.items()},
+                     describe=lambda k: "model")
+    if report:
+        raise CheckpointError(f"{origin} does not fit the model: " + "; ".join(report.parts()))
     model.load_state_dict(tensors, strict=True)
 
 

@@ -58,7 +58,12 @@ class MobileNet(nn.Module):
         return nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
 
     def reset_parameters(self) -> None:
-        """He-normal (fan-out) convs, unit BatchNorm, small-normal linear layers, zero biases."""
+        """He-normal (fan-out) convs, unit BatchNorm, small-normal linear layers, zero biases.
+
+        A model built on the meta device (for shapes only) has nothing to initialise, and is left as it is.
+        """
+        if next(self.parameters()).is_meta:
+            return
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -1,19 +1,20 @@
 """Convert torchvision, timm and EfficientNet-PyTorch state dicts into mobilenets checkpoints.
 
-Each library module (``torchvision``, ``timm``, ``efficientnet_pytorch``) provides:
-
-* ``SOURCES``: ``{library_model_name: (our_model_name, {architecture options})}``;
-* ``key_map(config, model) -> KeyMap``: for a resolved ``ModelConfig``, which source key fills each of our keys.
+Each library module (``torchvision``, ``timm``, ``efficientnet_pytorch``) defines one ``Converter``
+(``convert.base``): its ``sources`` (``{library_model_name: (our_model_name, {architecture options})}``) and its
+``key_map(config, model) -> KeyMap``, which says, for a resolved ``ModelConfig``, which source key fills each of
+our keys and which tensors need a transform (a reshape, transpose or split). ``CONVERTERS`` lists them.
 
 The copy is strict and counted (as nanoGPT's GPT-2 import): every source tensor is used exactly once, every
-target tensor is filled, and shapes must agree (a ``Linear`` weight may stand in for a 1x1 conv and back).
+target tensor is filled, and shapes must agree after the declared transforms. Target shapes come from a model
+built on the meta device, so no weights are allocated before the source is checked.
 """
 
 from __future__ import annotations
 
-import importlib
+import difflib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,42 +24,14 @@ from ..checkpoint import save_checkpoint
 from ..model import MobileNet
 from ..registry import build_config
 from ..specs import ModelConfig
+from ..statedict import compare
+from . import efficientnet_pytorch, timm, torchvision
+from .base import BN_KEYS, ConversionError, Converter, KeyMap
 
-LIBRARIES = ("torchvision", "timm", "efficientnet_pytorch")
-BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-
-
-class ConversionError(ValueError):
-    """A source that cannot be converted: unknown model, unreadable file or keys that do not match."""
-
-
-@dataclass
-class KeyMap:
-    """Ordered pairs ``(our_key, source_key)``, built layer by layer."""
-
-    pairs: list[tuple[str, str]] = field(default_factory=list)
-
-    def add(self, ours: str, theirs: str) -> None:
-        self.pairs.append((ours, theirs))
-
-    def conv(self, ours: str, theirs: str, bias: bool = False) -> None:
-        """A bare conv or linear layer: ``weight`` (and ``bias``)."""
-        self.add(f"{ours}.weight", f"{theirs}.weight")
-        if bias:
-            self.add(f"{ours}.bias", f"{theirs}.bias")
-
-    def bn(self, ours: str, theirs: str) -> None:
-        for k in BN_KEYS:
-            self.add(f"{ours}.{k}", f"{theirs}.{k}")
-
-    def conv_bn(self, ours: str, conv: str, bn: str) -> None:
-        """One of our ``ConvNormAct`` layers from a source conv and its BatchNorm."""
-        self.conv(f"{ours}.conv", conv)
-        self.bn(f"{ours}.bn", bn)
-
-    def se(self, ours: str, reduce: str, expand: str) -> None:
-        self.conv(f"{ours}.conv_reduce", reduce, bias=True)
-        self.conv(f"{ours}.conv_expand", expand, bias=True)
+CONVERTERS: dict[str, Converter] = {
+    c.library: c for c in (torchvision.CONVERTER, timm.CONVERTER, efficientnet_pytorch.CONVERTER)
+}
+LIBRARIES = tuple(CONVERTERS)
 
 
 @dataclass(frozen=True)
@@ -74,16 +47,21 @@ class SourceSpec:
     def id(self) -> str:
         return f"{self.library}:{self.model}"
 
+    @property
+    def converter(self) -> Converter:
+        return CONVERTERS[self.library]
 
-def _library(library: str):
-    if library not in LIBRARIES:
-        raise ConversionError(f"unknown library {library!r}; expected one of {', '.join(LIBRARIES)}")
-    return importlib.import_module(f"{__name__}.{library}")
+
+def get_converter(library: str) -> Converter:
+    """The ``Converter`` of ``library``; an unknown one raises ``ConversionError`` listing the known ones."""
+    if library not in CONVERTERS:
+        raise ConversionError(f"unknown library {library!r}; expected one of {', '.join(CONVERTERS)}")
+    return CONVERTERS[library]
 
 
 def supported_sources() -> list[str]:
     """Every supported ``LIBRARY:MODEL``, sorted."""
-    return sorted(f"{lib}:{m}" for lib in LIBRARIES for m in _library(lib).SOURCES)
+    return sorted(f"{c.library}:{m}" for c in CONVERTERS.values() for m in c.sources)
 
 
 def get_source(source: str) -> SourceSpec:
@@ -91,10 +69,8 @@ def get_source(source: str) -> SourceSpec:
     library, sep, model = source.partition(":")
     if not sep or not model:
         raise ConversionError(f"source must look like LIBRARY:MODEL (e.g. timm:tf_efficientnet_b0), got {source!r}")
-    sources = _library(library).SOURCES
+    sources = get_converter(library).sources
     if model not in sources:
-        import difflib
-
         close = difflib.get_close_matches(model, sources, n=5, cutoff=0.5)
         hint = f"; did you mean {', '.join(f'{library}:{c}' for c in close)}?" if close else ""
         raise ConversionError(f"{source} is not a supported source{hint} (see convert_weights.py --help)")
@@ -111,7 +87,13 @@ def source_config(source: str, num_classes: int = 1000, in_chans: int = 3) -> Mo
 def key_map(source: str, config: ModelConfig) -> KeyMap:
     """The ``(our_key, source_key)`` pairs of ``source`` (``LIBRARY:MODEL``) for a resolved ``config``."""
     spec = get_source(source)
-    return _library(spec.library).key_map(config, spec.model)
+    return spec.converter.key_map(config, spec.model)
+
+
+def target_shapes(config: ModelConfig) -> dict[str, torch.Size]:
+    """Our state dict's shapes for ``config``, from a model built on the meta device (no memory, no init)."""
+    with torch.device("meta"):
+        return {k: v.shape for k, v in MobileNet(config).state_dict().items()}
 
 
 def _classifier_shape(state_dict: dict[str, torch.Tensor], config: ModelConfig, spec: SourceSpec) -> tuple[int, int]:
@@ -126,46 +108,32 @@ def _classifier_shape(state_dict: dict[str, torch.Tensor], config: ModelConfig, 
 def convert_state_dict(
     state_dict: dict[str, torch.Tensor], source: str
 ) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """Map a source state dict onto ours, strictly; returns our config and our state dict."""
+    """Map a source state dict onto ours, strictly; returns our config and our state dict.
+
+    Our tensors keep the source's dtypes and share its storage (no copy of a large model is made here).
+    """
     spec = get_source(source)
     num_classes, in_chans = _classifier_shape(state_dict, source_config(source), spec)
     config = source_config(source, num_classes=num_classes, in_chans=in_chans)
     keymap = key_map(source, config)
-    target = {k: v.shape for k, v in MobileNet(config).state_dict().items()}
+    target = target_shapes(config)
 
-    ours_list = [o for o, _ in keymap.pairs]
-    theirs_list = [t for _, t in keymap.pairs]
-    assert len(set(ours_list)) == len(ours_list) and len(set(theirs_list)) == len(theirs_list), "key map repeats"
-    problems = []
-    missing = [t for t in theirs_list if t not in state_dict]
-    unused = sorted(set(state_dict) - set(theirs_list))
-    unfilled = sorted(set(target) - set(ours_list))
-    unknown = sorted(set(ours_list) - set(target))
-    if missing:
-        problems.append(f"missing in source ({len(missing)}): {', '.join(missing[:8])}{' ...' * (len(missing) > 8)}")
-    if unused:
-        problems.append(f"unexpected in source ({len(unused)}): {', '.join(unused[:8])}{' ...' * (len(unused) > 8)}")
-    if unfilled or unknown:
-        problems.append(f"internal key map mismatch: unfilled {unfilled[:8]}, unknown {unknown[:8]}")
-    out: dict[str, torch.Tensor] = {}
-    misshaped = []
-    for ours, theirs in keymap.pairs:
-        if theirs not in state_dict or ours not in target:
-            continue
-        tensor = state_dict[theirs]
-        if tensor.shape != target[ours]:
-            same_io = tensor.shape[:2] == target[ours][:2] and tensor.numel() == target[ours].numel()
-            if same_io and tensor.dim() in (2, 4) and len(target[ours]) in (2, 4):
-                tensor = tensor.reshape(target[ours])  # Linear (out, in) <-> 1x1 conv (out, in, 1, 1)
-            else:
-                misshaped.append(f"{theirs} {tuple(tensor.shape)} -> {ours} {tuple(target[ours])}")
-                continue
-        out[ours] = tensor.detach().clone()
-    if misshaped:
-        problems.append(f"mis-shaped ({len(misshaped)}): {', '.join(misshaped[:8])}")
-    if problems:
+    ours_of = {theirs: ours for ours, theirs in keymap.pairs}
+    assert len(ours_of) == len(keymap.pairs) == len({o for o, _ in keymap.pairs}), "key map repeats a key"
+    internal = compare(target, {o: target.get(o, ()) for o, _ in keymap.pairs})  # our side: the map's own invariant
+    report = compare(
+        {theirs: target[ours] for ours, theirs in keymap.pairs if ours in target},
+        {k: v.shape for k, v in state_dict.items()},
+        fits=lambda theirs, shape: keymap.apply(ours_of[theirs], torch.empty(shape, device="meta")).shape,
+        describe=lambda theirs: ours_of[theirs],
+    )
+    if report or internal:
+        problems = report.parts(" in source")
+        if internal:
+            problems.append(f"internal key map mismatch: unfilled {internal.missing[:8]}, "
+                            f"unknown {internal.unexpected[:8]}")
         raise ConversionError(f"{source}: the source does not match the architecture: " + "; ".join(problems))
-    return config, out
+    return config, {ours: keymap.apply(ours, state_dict[theirs]).detach() for ours, theirs in keymap.pairs}
 
 
 def load_source_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -210,24 +178,31 @@ def convert_file(
     """
     get_source(source)  # an unknown LIBRARY:MODEL is reported before a large file is read
     config, tensors = convert_state_dict(load_source_file(src), source)
-    model = MobileNet(config)
-    model.load_state_dict(tensors, strict=True)
+    with torch.device("meta"):
+        model = MobileNet(config)
+    dtypes = {k: v.dtype for k, v in model.state_dict().items()}  # float32 weights, int64 counters, as built
+    model.load_state_dict({k: v.to(dtypes[k]) for k, v in tensors.items()}, strict=True, assign=True)
     save_checkpoint(model, out, source=source, **extra_metadata)
     return model
 
 
 __all__ = [
+    "BN_KEYS",
+    "CONVERTERS",
     "ConversionError",
+    "Converter",
     "KeyMap",
     "LIBRARIES",
     "SourceSpec",
     "convert_file",
     "convert_state_dict",
+    "get_converter",
     "get_source",
     "key_map",
     "load_source_file",
     "source_config",
     "supported_sources",
+    "target_shapes",
 ]
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from .. import references as ref
 from ..blocks import MobileBlock
 from ..specs import ModelConfig
-from . import ConversionError, KeyMap
+from .base import ConversionError, Converter, KeyMap
 
 _B = dict(ref.EFFICIENTNET_PYTORCH, se_ratio=None, act=None, stem_scaled=True, head_scaling="scaled",
           fix_first_last=False)
@@ -59,3 +59,6 @@ def key_map(config: ModelConfig, model: str) -> KeyMap:
     if config.num_classes:
         km.conv("classifier", "_fc", bias=True)
     return km
+
+
+CONVERTER = Converter("efficientnet_pytorch", SOURCES, key_map)

@@ -34,7 +34,7 @@ from .. import references as ref
 from ..blocks import BlockConfig, DepthwiseSeparable, FusedMobileBlock, MobileBlock
 from ..registry import get_spec
 from ..specs import ModelConfig
-from . import KeyMap
+from .base import Converter, KeyMap, conv1x1_as_linear
 
 
 def _options(tf: bool, *bundles: ref.Bundle, **fields: Any) -> dict[str, Any]:
@@ -149,9 +149,12 @@ def key_map(config: ModelConfig, model: str) -> KeyMap:
         for r in range(config.head_repeats):
             ours = "head" if config.head_repeats == 1 else f"head.{r}"
             km.conv_bn(ours, f"blocks.{last}.{r}.conv", f"blocks.{last}.{r}.bn1")
-        km.conv("pre_logits.fc", "conv_head", bias=True)
+        km.conv("pre_logits.fc", "conv_head", bias=True, transform=conv1x1_as_linear)  # a 1x1 conv in timm
     elif config.head_chs:
         km.conv_bn("head", "conv_head", "bn2")
     if config.num_classes:
         km.conv("classifier", "classifier", bias=True)
     return km
+
+
+CONVERTER = Converter("timm", SOURCES, key_map)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .. import references as ref
 from ..blocks import FusedMobileBlock
 from ..specs import ModelConfig
-from . import KeyMap
+from .base import Converter, KeyMap
 
 SOURCES: dict[str, tuple[str, dict]] = {
     "mobilenet_v2": ("mobilenet_v2", dict(ref.TORCHVISION_V2)),
@@ -61,3 +61,6 @@ def key_map(config: ModelConfig, model: str) -> KeyMap:
     if config.num_classes:
         km.conv("classifier", classifier, bias=True)
     return km
+
+
+CONVERTER = Converter("torchvision", SOURCES, key_map)
