@@ -5,6 +5,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .layers import DropPath, h_sigmoid, h_swish
+
+# Layers that keep their input's shape and add no multiply-accumulates to the count. They are skipped while
+# counting: on the meta device their Python shape functions cost 20x what the convolutions' do (EfficientNet-B7 at
+# 600px: 25 s with them, 1.2 s without), and the count is the same.
+_SHAPE_KEEPING = (nn.modules.batchnorm._BatchNorm, nn.ReLU, nn.ReLU6, nn.SiLU, nn.Sigmoid, nn.Hardswish,
+                  nn.Hardsigmoid, nn.GELU, nn.Dropout, h_swish, h_sigmoid, DropPath)
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
@@ -30,10 +42,15 @@ def count_macs(model: nn.Module, input_size: int | tuple[int, int], in_chans: in
             total += module.in_features * module.out_features
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    skipped = [m for m in model.modules() if isinstance(m, _SHAPE_KEEPING)]
+    for m in skipped:
+        m.forward = _identity
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(1, in_chans, h, w, device=param.device, dtype=param.dtype))
     finally:
         for handle in handles:
             handle.remove()
+        for m in skipped:
+            del m.forward
     return total

@@ -10,31 +10,39 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
-
-import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mobilenets import get_spec, list_models  # noqa: E402
+from mobilenets import ModelConfig, Options, get_spec, list_models  # noqa: E402
+from mobilenets.pretrained import load_manifest  # noqa: E402 - tomllib, or tomli on Python 3.10
 from mobilenets.profile import count_macs, count_params  # noqa: E402
 
 MARKERS = {"models": ("<!-- models:start -->", "<!-- models:end -->"),
            "pretrained": ("<!-- pretrained:start -->", "<!-- pretrained:end -->")}
 
 
-@cache
 def _profile(name: str, size: int, source: str | None = None) -> tuple[int, int]:
     """Params and MACs of a registered model, or of the architecture a ``LIBRARY:MODEL`` source converts into."""
-    import torch
-
-    from mobilenets import MobileNet, build_config
+    from mobilenets import build_config
     from mobilenets.convert import source_config
 
+    config = source_config(source) if source else build_config(name)
+    # the counts depend on the blocks, stem and head only: weights converted from several libraries share them
+    return _count(replace(config, name="", options=Options()), size)
+
+
+@cache
+def _count(config: ModelConfig, size: int) -> tuple[int, int]:
+    import torch
+
+    from mobilenets import MobileNet
+
     with torch.device("meta"):
-        model = MobileNet(source_config(source) if source else build_config(name))
+        model = MobileNet(config)
     return count_params(model), count_macs(model, size)
 
 
@@ -48,10 +56,10 @@ def models_table() -> str:
 
 
 def pretrained_table() -> str:
-    manifest = tomllib.loads((ROOT / "weights" / "manifest.toml").read_text())
+    manifest = load_manifest(ROOT / "weights" / "manifest.toml")
     rows = ["| weights | top-1 | top-5 | params (M) | MACs (G) | resolution | from |",
             "|---|---:|---:|---:|---:|---:|---|"]
-    for w in manifest["weights"]:
+    for w in manifest.values():
         size = w["preprocess"]["input_size"]
         params, macs = _profile(w["model"], size, w["source"])
         m = w.get("metrics", {})
