@@ -49,7 +49,8 @@ def _input() -> torch.Tensor:
 def test_every_timm_model_is_supported() -> None:
     expected = {n for n in timm.list_models() if any(re.fullmatch(p, n) for p in TIMM_PATTERNS)}
     assert {s.split(":")[1] for s in SOURCES} == expected
-    assert len(expected) == 62  # timm 1.0.31; update both when timm adds a model to these families
+    unmatched = [p for p in TIMM_PATTERNS if not any(re.fullmatch(p, n) for n in timm.list_models())]
+    assert not unmatched, f"patterns that match no timm model (renamed in timm?): {unmatched}"
 
 
 @pytest.mark.parametrize("source", SOURCES)
@@ -108,3 +109,42 @@ def test_wrong_family_is_refused() -> None:
     state = _timm_model("timm:mobilenetv2_100").state_dict()
     with pytest.raises(ConversionError, match="does not match the architecture"):
         convert_state_dict(state, "timm:mobilenetv2_140")
+
+
+def test_converters_are_one_typed_registry() -> None:
+    from mobilenets.convert import CONVERTERS, Converter
+
+    assert set(CONVERTERS) == {"torchvision", "timm", "efficientnet_pytorch"}
+    assert all(isinstance(c, Converter) and c.library == lib for lib, c in CONVERTERS.items())
+    assert supported_sources() == sorted(f"{lib}:{m}" for lib, c in CONVERTERS.items() for m in c.sources)
+    with pytest.raises(ConversionError, match="unknown library 'keras2'"):
+        get_source("keras2:mobilenet")
+
+
+def test_key_map_transforms_are_declared() -> None:
+    from mobilenets.convert import key_map, source_config
+
+    km = key_map("timm:mobilenetv3_small_100", source_config("timm:mobilenetv3_small_100"))
+    assert list(km.transforms) == ["pre_logits.fc.weight"]  # timm's 1x1 conv_head is our Linear
+    assert km.apply("pre_logits.fc.weight", torch.zeros(1024, 576, 1, 1)).shape == (1024, 576)
+    assert not key_map("timm:mobilenetv2_100", source_config("timm:mobilenetv2_100")).transforms
+
+
+def test_target_shapes_need_no_weights() -> None:
+    from mobilenets.convert import source_config, target_shapes
+
+    shapes = target_shapes(source_config("timm:efficientnetv2_xl"))
+    assert shapes["stem.conv.weight"] == (32, 3, 3, 3) and shapes["classifier.weight"] == (1000, 1280)
+    assert sum(s.numel() for k, s in shapes.items() if "running" not in k and "num_batches" not in k) == 208_119_808
+
+
+def test_strict_report_counts_and_names() -> None:
+    from mobilenets.statedict import compare
+
+    report = compare({"a": (2, 3), "b": (4,), "c": (1,)}, {"a": (3, 2), "c": (1,), "d": (5,)})
+    assert (report.missing, report.unexpected, report.misshaped) == (["b"], ["d"], ["a (3, 2) -> a (2, 3)"])
+    assert report.parts(" in source") == ["missing in source (1): b", "unexpected in source (1): d",
+                                          "mis-shaped (1): a (3, 2) -> a (2, 3)"]
+    assert not compare({"a": (1,)}, {"a": (1,)})
+    many = compare({f"k{i}": (1,) for i in range(10)}, {})
+    assert many.parts() == ["missing (10): k0, k1, k2, k3, k4, k5, k6, k7 ..."]

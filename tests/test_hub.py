@@ -39,8 +39,25 @@ def test_hubconf_imports_every_model_explicitly() -> None:
     names = [alias.name for alias in imports[0].names]
     assert "*" not in names and all(alias.asname is None for alias in imports[0].names)
     assert sorted(names) == mobilenets.list_models()
+
+def test_hubconf_dependencies_are_what_the_package_imports() -> None:
+    """torch.hub checks ``dependencies`` before importing: it must name every third-party module the package
+    imports at import time, plus tqdm (pretrained downloads), and only what pyproject.toml requires."""
+    import sys
+
+    tree = ast.parse((REPO / "hubconf.py").read_text(encoding="utf-8"))
     deps = [node for node in tree.body if isinstance(node, ast.Assign) and node.targets[0].id == "dependencies"]
-    assert ast.literal_eval(deps[0].value) == ["torch", "safetensors", "tqdm"]
+    listed = set(ast.literal_eval(deps[0].value))
+    imported = set()
+    for path in (REPO / "mobilenets").rglob("*.py"):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:  # module level: needed by import mobilenets
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            imported |= {n.split(".")[0] for n in names}
+    third_party = {n for n in imported if n not in sys.stdlib_module_names and n != "mobilenets"}
+    assert third_party | {"tqdm"} == listed, (third_party, listed)
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    assert all(f'"{dep}' in pyproject for dep in listed)
 
 
 def test_hub_list_and_help(github_is_this_checkout) -> None:

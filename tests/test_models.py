@@ -164,12 +164,15 @@ def test_torch_export(name: str) -> None:
 
 
 def test_list_models():
-    assert "mobilenet_v3_large" in ALL and ALL == sorted(ALL)
     assert list_models("efficientnet_lite*") == [f"efficientnet_lite{i}" for i in range(5)]
-    for name in ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b8",
-                 "efficientnet_v2_xl", "efficientnet_v2_b3", "mobilenet_v3_large_minimal",
-                 "mobilenet_v3_small_minimal"]:
-        assert name in ALL
+    assert list_models("mobilenet_v3_*") == [
+        "mobilenet_v3_large", "mobilenet_v3_large_050", "mobilenet_v3_large_075", "mobilenet_v3_large_150d",
+        "mobilenet_v3_large_minimal", "mobilenet_v3_small", "mobilenet_v3_small_050", "mobilenet_v3_small_075",
+        "mobilenet_v3_small_minimal"]
+    assert list_models("efficientnet_v2_*") == [f"efficientnet_v2_{v}" for v in ("b0", "b1", "b2", "b3", "l", "m",
+                                                                                 "s", "xl")]
+    assert len(list_models("mobilenet_v1*")) == 5 and len(list_models("efficientnet_b*")) == 9
+    assert list_models("no_such_*") == []
 
 
 def test_unknown_model_suggests_close_names():
@@ -195,14 +198,95 @@ def test_invalid_values(kw, match):
 
 
 def test_config_table_reads_like_the_paper():
-    table = create_model("mobilenet_v2").config.table()
-    assert "stages.6.0" in table and "MobileBlock" in table and "1280" in table
+    rows = {line.split()[0]: line.split()[1:] for line in create_model("mobilenet_v2").config.table().splitlines()[2:]}
+    assert rows["stem"] == ["ConvNormAct", "3", "2", "3", "32", "relu6"]
+    assert rows["stages.1.0"] == ["MobileBlock", "3", "2", "16", "96", "24", "relu6"]  # k s in mid out act
+    assert rows["stages.6.0"] == ["MobileBlock", "3", "1", "160", "960", "320", "relu6"]
+    assert rows["head"] == ["ConvNormAct", "1", "1", "320", "1280", "relu6"]
+    assert rows["classifier"] == ["Linear", "1280", "1000"]
+    assert len(rows) == 1 + 17 + 2  # stem, the paper's 17 bottlenecks, head conv, classifier
+    v3 = {line.split()[0]: line.split()[1:] for line in build_config("mobilenet_v3_small").table().splitlines()[2:]}
+    assert v3["stages.0.0"] == ["MobileBlock", "3", "2", "16", "16", "8", "relu"]  # no expansion: mid empty, SE 8
+    assert v3["pre_logits"] == ["Linear", "576", "1024", "hard_swish"]
+    v1 = {line.split()[0]: line.split()[1:] for line in build_config("mobilenet_v1").table().splitlines()[2:]}
+    assert v1["stages.3.5"] == ["DepthwiseSeparable", "3", "1", "512", "512", "relu6"] and "head" not in v1
 
 
 def test_public_names():
-    for name in ["MobileBlock", "FusedMobileBlock", "DepthwiseSeparable", "SqueezeExcite", "h_swish", "h_sigmoid",
-                 "adjust_channels", "create_model", "list_models", "from_checkpoint"]:
-        assert hasattr(mobilenets, name)
+    from mobilenets import blocks, checkpoint, layers, registry, specs
+
+    assert mobilenets.MobileBlock is blocks.MobileBlock and mobilenets.MobileBlock.Config is blocks.MobileBlock.Config
+    assert mobilenets.create_model is registry.create_model and mobilenets.from_checkpoint is checkpoint.from_checkpoint
+    assert mobilenets.resolve is specs.resolve and mobilenets.SqueezeExcite is layers.SqueezeExcite
+    assert mobilenets.adjust_channels(32 * 0.35) == 16 and mobilenets.list_models("mobilenet_v2") == ["mobilenet_v2"]
+    assert sorted(mobilenets.__all__) == sorted(set(mobilenets.__all__))  # no name listed twice
+    missing = [n for n in mobilenets.__all__ if getattr(mobilenets, n, None) is None]
+    assert not missing, missing
+
+
+# -- declared stages and typed block configs -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_stages_are_declared_and_stride_only_first(name: str) -> None:
+    """Every stage comes from the table; only a stage's first block may change resolution (timm, TF builders)."""
+    config = build_config(name)
+    arch = mobilenets.ARCHITECTURES[mobilenets.get_spec(name).arch]
+    assert len(config.stages) == len(arch.stages)
+    for stage, rows in zip(config.stages, arch.stages, strict=True):
+        assert [b.stride for b in stage[1:]] == [1] * (len(stage) - 1)
+        assert {type(b) for b in stage} == {r.block.Config for r in rows}
+
+
+def test_stages_match_timm_blocks_layout():
+    # timm's blocks.<stage>.<block> for MobileNetV3 (its head conv is one more stage there)
+    assert repeats("mobilenet_v3_large") == [1, 2, 3, 4, 2, 3]
+    assert repeats("mobilenet_v3_small") == [1, 2, 3, 2, 3]
+    assert repeats("mobilenet_v3_large_150d") == [2, 3, 4, 5, 3, 4]  # ceil(n * 1.2) per stage (parity-tested)
+
+
+def test_block_configs_hold_only_what_their_block_reads():
+    from dataclasses import fields
+
+    names = {cls: {f.name for f in fields(cls)} for cls in
+             (mobilenets.DepthwiseSeparable.Config, MobileBlock.Config, FusedMobileBlock.Config)}
+    assert "drop_path" not in names[mobilenets.DepthwiseSeparable.Config]
+    assert "mid_chs" not in names[mobilenets.DepthwiseSeparable.Config]
+    assert {"mid_chs", "drop_path"} <= names[MobileBlock.Config] and names[MobileBlock.Config] == names[
+        FusedMobileBlock.Config]
+    config = build_config("efficientnet_v2_s", drop_path_rate=0.2).stages[1][1]
+    block = config.build(mobilenets.LayerOptions(bn_eps=1e-3))
+    assert isinstance(block, FusedMobileBlock) and block.conv_exp.bn.eps == 1e-3
+    assert block.drop_path.p == pytest.approx(config.drop_path) and config.drop_path > 0
+    v1 = build_config("mobilenet_v1", drop_path_rate=0.2).stages[1][0]
+    assert isinstance(v1, mobilenets.DepthwiseSeparable.Config) and not hasattr(v1, "drop_path")
+
+
+def test_depthwise_separable_rejects_an_expansion():
+    from dataclasses import replace
+
+    arch = mobilenets.ARCHITECTURES["mobilenet_v1"]
+    row = replace(arch.stages[0][0], expand=6)
+    bad = replace(arch, stages=((row,),) + arch.stages[1:])
+    with pytest.raises(ValueError, match="DepthwiseSeparable has no expansion layer"):
+        mobilenets.resolve(bad, mobilenets.Options())
+
+
+def test_width_rules():
+    from mobilenets import specs
+
+    o = mobilenets.Options
+    assert specs.expanded_width(24, 24, 6, o()) == 144 and specs.expanded_width(24, 24, 1, o()) is None
+    assert specs.expanded_width(20, 24, 184 / 80, o(expand_rounding="round")) == 46  # round(20 * 2.3)
+    assert specs.expanded_width(64, 80, 184 / 80, o(expand_rounding="width", width_mult=0.75)) == 136
+    assert specs.se_width(40, 120, 0.25, o()) == 10 and specs.se_width(40, 120, 0.25, o(se_width="expanded")) == 32
+    assert specs.se_width(40, 120, 0.0, o()) == 0
+    v2 = mobilenets.ARCHITECTURES["mobilenet_v2"]
+    widths = {mode: specs.head_width(v2, o(width_mult=0.5, head_scaling=mode))
+              for mode in ("scaled", "at_least", "fixed", "none")}
+    assert widths == {"scaled": 640, "at_least": 1280, "fixed": 1280, "none": 0}
+    assert specs.drop_path_rates(4, 0.2) == [0.0, 0.05, 0.1, pytest.approx(0.15)]
+    assert specs.scale_depth([1, 2], 1.2) == [1, 3] and specs.scale_depth([4], 1.1) == [5]
 
 
 # -- checkpoints -------------------------------------------------------------------------------------------------
