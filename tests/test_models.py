@@ -245,6 +245,19 @@ def test_stages_match_timm_blocks_layout():
     assert repeats("mobilenet_v3_large_150d") == [2, 3, 4, 5, 3, 4]  # ceil(n * 1.2) per stage (parity-tested)
 
 
+def test_a_declared_stage_may_mix_widths():
+    """MobileNetV4-Conv-S's second stage is 96 then 64 channels: one stage, as timm's blocks.1.{0,1}."""
+    from mobilenets.specs import Architecture, Row
+
+    rows = (Row(MobileBlock, 3, 2, 1, 96, 1, 0, "relu"), Row(MobileBlock, 1, 1, 1, 64, 1, 0, "relu"))
+    arch = Architecture("mixed", "test", stem=32, stages=(rows[:1], rows), head=960)
+    config = mobilenets.resolve(arch, mobilenets.Options())
+    assert [[b.out_chs for b in stage] for stage in config.stages] == [[96], [96, 64]]
+    with torch.device("meta"):
+        keys = mobilenets.MobileNet(config).state_dict()
+    assert "stages.1.1.conv_pwl.conv.weight" in keys and "stages.2.0.conv_dw.conv.weight" not in keys
+
+
 def test_block_configs_hold_only_what_their_block_reads():
     from dataclasses import fields
 
