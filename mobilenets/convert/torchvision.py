@@ -7,7 +7,7 @@ absent; the map below walks our resolved blocks and counts those indices.
 from __future__ import annotations
 
 from ..specs import ModelConfig
-from . import KeyMap
+from . import ConversionError, KeyMap
 
 _V3 = dict(expand_rounding="width", se_width="expanded", head_hidden_scaled=True, bn_eps=1e-3, bn_momentum=0.01)
 _EFF_TF_BN = dict(bn_eps=1e-3, bn_momentum=0.01)
@@ -62,3 +62,35 @@ def key_map(config: ModelConfig, model: str) -> KeyMap:
     if config.num_classes:
         km.conv("classifier", classifier, bias=True)
     return km
+
+
+def preprocessing(model: str, tag: str | None, file_name: str, config: ModelConfig) -> tuple[dict, str] | None:
+    """The eval transform, class names and accuracy that torchvision records with its weights (``Weights`` enums).
+
+    The weights are the ones whose URL ends in ``file_name``, else ``tag`` (an enum member name such as
+    ``IMAGENET1K_V2``), else the model's ``DEFAULT``. ``None`` when torchvision is not installed.
+    """
+    try:
+        from torchvision.models import get_model_weights
+    except ImportError:
+        return None
+    enum = get_model_weights(model)
+    if tag is not None:
+        if tag not in enum.__members__:
+            raise ConversionError(f"torchvision has no weights {tag!r} for {model}; its weights are "
+                                  f"{', '.join(enum.__members__)} (or give no tag)")
+        weights, how = enum[tag], ""
+    else:
+        by_file = [w for w in enum if w.url.rsplit("/", 1)[-1] == file_name]
+        weights = by_file[0] if by_file else enum.DEFAULT
+        how = "" if by_file else f" (no {model} weights are named {file_name}: assumed the DEFAULT ones)"
+    t = weights.transforms()
+    crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
+    cfg = dict(tag=weights.name, url=weights.url, input_size=[len(t.mean), crop, crop], resize=resize, crop=crop,
+               crop_mode="center", interpolation=t.interpolation.value, mean=list(t.mean), std=list(t.std),
+               categories=list(weights.meta["categories"]))
+    metrics = weights.meta.get("_metrics", {}).get("ImageNet-1K", {})
+    if "acc@1" in metrics:
+        cfg["metrics"] = dict(top1=metrics["acc@1"], top5=metrics.get("acc@5"), source="torchvision weight metadata")
+        cfg["metrics"] = {k: v for k, v in cfg["metrics"].items() if v is not None}
+    return cfg, f"torchvision's {type(weights).__name__}.{weights.name}{how}"
