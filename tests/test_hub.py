@@ -40,7 +40,7 @@ def test_hubconf_imports_every_model_explicitly() -> None:
     assert "*" not in names and all(alias.asname is None for alias in imports[0].names)
     assert sorted(names) == mobilenets.list_models()
     deps = [node for node in tree.body if isinstance(node, ast.Assign) and node.targets[0].id == "dependencies"]
-    assert ast.literal_eval(deps[0].value) == ["torch", "safetensors", "tqdm"]
+    assert ast.literal_eval(deps[0].value) == ["torch", "safetensors", "numpy", "tqdm", "filelock"]
 
 
 def test_hub_list_and_help(github_is_this_checkout) -> None:
