@@ -8,7 +8,9 @@ Every factory takes ``pretrained=False`` and the keyword arguments of ``mobilene
 Only the factories are public names here: ``torch.hub.list`` lists every public callable of this module.
 """
 
-dependencies = ["torch", "safetensors", "tqdm"]  # tqdm: the download progress bar of pretrained=True
+# What pretrained=True needs beyond torch: safetensors and numpy (writing the converted cache), tqdm (the download
+# progress bar), filelock (one writer per cache entry).
+dependencies = ["torch", "safetensors", "numpy", "tqdm", "filelock"]
 
 from mobilenets.hub import (  # noqa: E402, F401
     efficientnet_b0,
@@ -44,6 +46,7 @@ from mobilenets.hub import (  # noqa: E402, F401
     mobilenet_v2_075,
     mobilenet_v2_110d,
     mobilenet_v2_120d,
+    mobilenet_v2_130,
     mobilenet_v2_140,
     mobilenet_v3_large,
     mobilenet_v3_large_050,

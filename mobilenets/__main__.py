@@ -1,4 +1,4 @@
-"""``python -m mobilenets predict IMAGE [IMAGE ...]``; see ``mobilenets.cli``."""
+"""``python -m mobilenets COMMAND`` (``predict``, ``list``, ``convert``, ``--version``); see ``mobilenets.cli``."""
 
 import sys
 

@@ -16,20 +16,33 @@ Cache layout (``get_cache_dir()``: the ``cache_dir=`` argument, else ``$MOBILENE
                                                    conversion, for entries without a full ``sha256`` in the manifest;
                                                    later downloads must match it
     locks/<model>.<tag>.lock                       empty lock files: one process at a time fetches an entry
-    .tmp-*/                                        one run's download and conversion, removed when it ends (and,
-                                                   after a day untouched, by a later run if the process was killed)
+    .tmp-mobilenets-<host>-<pid>-*/                one run's download and conversion (with a ``.mobilenets-work``
+                                                   marker), removed when it ends; a later run removes the folder
+                                                   of a killed run at once (its pid is gone on this host), or after
+                                                   a day untouched. Other ``.tmp-*`` folders are never touched.
 
 ``<file name>`` is the last part of the URL (``download_name``), prefixed with the repository for Hugging Face
 URLs, whose files are all called ``model.safetensors``. The upstream file itself is not kept.
 
 Failures leave nothing behind: a download that fails or is interrupted, a hash mismatch or a failed conversion
 removes the run's temporary folder, and the converted checkpoint appears (atomically) only once it is complete.
-Network pickles are read with ``torch.load(weights_only=True)`` only (``convert.load_source_file``).
+Network pickles are read with ``torch.load(weights_only=True)`` only (``convert.load_source_file``). Files are
+written with the umask's mode (0644 by default). A cache folder that is a file, is not writable, or whose disk is
+full gives a ``PretrainedError`` saying so.
+
+Downloads: ``$MOBILENETS_DOWNLOAD_TIMEOUT`` (seconds, default 15) bounds connecting and each read;
+``$MOBILENETS_DOWNLOAD_DEADLINE`` (seconds) bounds the whole download. Its default is 300 s plus one second per
+50 kB of the announced size (a 10 MB file: 500 s; 500 MB: about 3 h), or one hour when the server announces no size.
+A download is also refused beyond ``MAX_DOWNLOAD_BYTES``.
+
+The manifest is untrusted too: each entry's names (plain ``[a-z0-9_]`` names), URL scheme, format, hashes and
+preprocessing values (sizes at most 4096, finite mean/std) are checked when it is read.
 """
 
 from __future__ import annotations
 
 import copy
+import errno
 import fnmatch
 import functools
 import hashlib
@@ -38,6 +51,7 @@ import importlib.resources
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -53,25 +67,41 @@ from urllib.parse import urlparse
 import torch
 
 from .checkpoint import (
+    TEMP_TAG,
     CheckpointError,
     atomic_write,
     build_model,
     checkpoint_arguments,
+    file_mode,
+    is_disk_full,
     load_state_dict_strict,
+    owned_temp_prefix,
+    owner_is_gone,
     read_checkpoint,
 )
 from .convert import ConversionError, convert_file, get_source
+from .data import INTERPOLATIONS, adapt_pretrained_cfg, validate_pretrained_cfg
 from .model import MobileNet
-from .registry import build_config, get_spec
+from .registry import build_config, check_build_arguments, get_spec
 from .specs import Options
 
 ENV_HOME = "MOBILENETS_HOME"
 ENV_TIMEOUT = "MOBILENETS_DOWNLOAD_TIMEOUT"
+ENV_DEADLINE = "MOBILENETS_DOWNLOAD_DEADLINE"
 DEFAULT_TIMEOUT = 15.0  # seconds, for connecting and for each read
+DEADLINE_BASE = 300.0  # seconds, plus one per MIN_RATE bytes announced (see the module docstring)
+DEADLINE_UNKNOWN_SIZE = 3600.0  # seconds, when the server sends no Content-Length
+MIN_RATE = 50_000  # bytes per second
+MAX_DOWNLOAD_BYTES = 4 << 30  # no MobileNet weight file comes near this
 CHUNK = 1 << 20
-STALE_AFTER = 24 * 3600.0  # seconds: a .tmp-* folder untouched this long belongs to a killed run
+STALE_AFTER = 24 * 3600.0  # seconds: a work folder untouched this long belongs to a killed run (pid reused)
+WORK_MARKER = ".mobilenets-work"  # in every work folder we make: cleanup removes only folders holding it
+URL_SCHEMES = ("http", "https", "file", "package")
+MAX_PREPROCESS_SIZE = 4096
+_PLAIN_NAME = re.compile(r"[a-z0-9][a-z0-9_]{0,99}")
 REQUIRED_KEYS = ("model", "tag", "default", "url", "source", "format", "preprocess", "license")
 PREPROCESS_KEYS = ("input_size", "resize", "crop", "interpolation", "mean", "std")
+PREPROCESS_OPTIONAL_KEYS = ("crop_pct", "crop_mode", "test_input_size", "test_crop_pct")  # timm's, where known
 STEM_WEIGHT = "stem.conv.weight"
 
 
@@ -118,16 +148,73 @@ def _parse_manifest(text: str, origin: str) -> dict[str, dict[str, Any]]:
     except tomllib.TOMLDecodeError as e:
         raise PretrainedError(f"the weights manifest {origin} is not valid TOML: {e}") from None
     entries: dict[str, dict[str, Any]] = {}
-    for i, entry in enumerate(data.get("weights", [])):
+    weights = data.get("weights", [])
+    if not isinstance(weights, list):
+        raise PretrainedError(f"{origin}: [[weights]] must be an array of tables")
+    for i, entry in enumerate(weights):
+        if not isinstance(entry, dict):
+            raise PretrainedError(f"{origin}: [[weights]] entry #{i + 1} is not a table")
         missing = [k for k in REQUIRED_KEYS if k not in entry]
-        missing += [f"preprocess.{k}" for k in PREPROCESS_KEYS if k not in entry.get("preprocess", {})]
+        preprocess = entry.get("preprocess", {})
+        preprocess = preprocess if isinstance(preprocess, dict) else {}
+        missing += [f"preprocess.{k}" for k in PREPROCESS_KEYS if k not in preprocess]
         if missing:
             raise PretrainedError(f"{origin}: [[weights]] entry #{i + 1} lacks {', '.join(missing)}")
+        problem = _entry_problem(entry)
+        if problem:
+            raise PretrainedError(f"{origin}: [[weights]] entry #{i + 1}: {problem} (a manifest error)")
         key = f"{entry['model']}.{entry['tag']}"
         if key in entries:
             raise PretrainedError(f"{origin}: {key} is listed twice")
         entries[key] = entry
     return entries
+
+
+def is_plain_name(value: object) -> bool:
+    """A model or tag name: lowercase letters, digits and ``_`` (no ``/``, ``.``, ``..``), at most 100 characters."""
+    return isinstance(value, str) and _PLAIN_NAME.fullmatch(value) is not None
+
+
+def _entry_problem(entry: dict[str, Any]) -> str | None:
+    """What is wrong with one manifest entry (names, URL, format, hashes, preprocessing), or ``None``."""
+    for key in ("model", "tag"):
+        if not is_plain_name(entry[key]):
+            return f"{key}={str(entry[key])[:60]!r} is not a plain name (lowercase letters, digits, '_')"
+    for key in ("url", "source", "license"):
+        if not isinstance(entry[key], str) or not entry[key] or len(entry[key]) > 1000:
+            return f"{key} must be a non-empty string"
+    if urlparse(entry["url"]).scheme not in URL_SCHEMES:
+        return f"url {entry['url'][:100]!r} has a scheme other than {', '.join(URL_SCHEMES)}"
+    if not isinstance(entry["default"], bool):
+        return f"default must be true or false, got {entry['default']!r}"
+    if entry["format"] not in ("pth", "safetensors"):
+        return f"format must be 'pth' or 'safetensors', got {str(entry['format'])[:40]!r}"
+    for key, lengths in (("sha256", (64,)), ("sha256_prefix", range(4, 65))):
+        value = entry.get(key)
+        if value is not None and not (isinstance(value, str) and len(value) in lengths
+                                      and re.fullmatch(r"[0-9a-fA-F]+", value)):
+            return f"{key} must be hexadecimal digits, got {str(value)[:80]!r}"
+    if "package" in entry and not (isinstance(entry["package"], str)
+                                   and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", entry["package"])):
+        return f"package={str(entry['package'])[:60]!r} is not a package name"
+    for key in ("options", "metrics"):
+        if key in entry and not isinstance(entry[key], dict):
+            return f"{key} must be a table"
+    p = entry["preprocess"]
+    for key in ("input_size", "resize", "crop"):
+        value = p[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PREPROCESS_SIZE:
+            return f"preprocess.{key} must be an integer in [1, {MAX_PREPROCESS_SIZE}], got {value!r}"
+    if p["interpolation"] not in INTERPOLATIONS:
+        return f"preprocess.interpolation must be one of {', '.join(INTERPOLATIONS)}, got {p['interpolation']!r}"
+    for key in ("mean", "std"):
+        value = p[key]
+        if not (isinstance(value, list) and len(value) == 3 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+            return f"preprocess.{key} must be three finite numbers, got {value!r}"
+    if min(p["std"]) <= 0:
+        return f"preprocess.std must be positive, got {p['std']}"
+    return None
 
 
 def load_manifest(path: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
@@ -155,11 +242,15 @@ def _model_tags(model: str) -> list[str]:
 
 
 def _lookup(model: str, tag: str | None) -> dict[str, Any]:
+    if tag is not None and not is_plain_name(tag):
+        raise ValueError(f"pretrained tag {str(tag)[:100]!r} is not a plain name (lowercase letters, digits, '_'); "
+                         "see `mobilenets list --pretrained` (Python: mobilenets.list_pretrained())")
     entries = _entries()
     tags = _model_tags(model)
     if not tags:
         get_spec(model)  # an unknown model name raises ValueError with the closest names
-        raise ValueError(f"there are no pretrained weights for {model!r}; see mobilenets.list_pretrained()")
+        raise ValueError(f"there are no pretrained weights for {model!r}; run `mobilenets list --pretrained` "
+                         "to see which models have some (Python: mobilenets.list_pretrained())")
     if tag is None:
         defaults = [e for e in entries.values() if e["model"] == model and e["default"]]
         if len(defaults) != 1:
@@ -181,12 +272,22 @@ def get_pretrained_cfg(name_or_tag: str) -> dict[str, Any]:
 
 
 def pretrained_cfg(entry: dict[str, Any], num_classes: int = 1000) -> dict[str, Any]:
-    """What a loaded model carries as ``model.pretrained_cfg``: origin, eval preprocessing, metrics, license."""
+    """What a loaded model carries as ``model.pretrained_cfg``: origin, eval preprocessing, metrics, license.
+
+    timm's keys and conventions (``input_size`` as ``[C, H, W]``, ``crop_pct``, ``crop_mode``, ``test_input_size``),
+    so ``timm.data.resolve_data_config(model=model)`` reads the weights' own preprocessing. Validated.
+    """
+    p = entry["preprocess"]
     cfg: dict[str, Any] = {k: entry[k] for k in ("model", "tag", "source", "url")}
-    cfg.update({k: entry["preprocess"][k] for k in PREPROCESS_KEYS})
+    cfg.update({k: p[k] for k in PREPROCESS_KEYS})
+    cfg.update({k: p[k] for k in PREPROCESS_OPTIONAL_KEYS if k in p})
+    for key in ("input_size", "test_input_size"):  # the manifest writes square sizes as one integer
+        if isinstance(cfg.get(key), int):
+            cfg[key] = [len(p["mean"]), cfg[key], cfg[key]]
+    cfg.setdefault("crop_mode", "center")
     cfg.update(metrics=entry.get("metrics"), license=entry["license"], num_classes=num_classes,
-               categories="imagenet-1k")
-    return cfg
+               categories="imagenet-1k" if num_classes == 1000 else None)
+    return validate_pretrained_cfg(cfg, f"weights manifest entry {entry['model']}.{entry['tag']}")
 
 
 # ------------------------------------------------------------------------------------------------------ cache
@@ -252,11 +353,45 @@ def _verify_cached(ckpt: Path, record: Path) -> None:
 # ---------------------------------------------------------------------------------------- source and download
 
 
-def _timeout() -> float:
+def _env_seconds(name: str, default: float) -> float:
     try:
-        return float(os.environ.get(ENV_TIMEOUT, DEFAULT_TIMEOUT))
+        value = float(os.environ.get(name, default))
     except ValueError:
-        return DEFAULT_TIMEOUT
+        return default
+    return value if math.isfinite(value) and value > 0 else default
+
+
+def _timeout() -> float:
+    return _env_seconds(ENV_TIMEOUT, DEFAULT_TIMEOUT)
+
+
+def download_deadline(total: int | None) -> float:
+    """Seconds a whole download may take: ``$MOBILENETS_DOWNLOAD_DEADLINE``, else derived from its size."""
+    default = DEADLINE_UNKNOWN_SIZE if total is None else DEADLINE_BASE + total / MIN_RATE
+    return _env_seconds(ENV_DEADLINE, default)
+
+
+_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _cache_error(home: Path, error: OSError | Exception) -> PretrainedError:
+    """One line saying what is wrong with the cache folder ``home`` (a file, not writable, disk full)."""
+    where = f" ({error.filename})" if isinstance(error, OSError) and error.filename else ""
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    fix = f"set {ENV_HOME} (or cache_dir=) to a writable folder"
+    if is_disk_full(error):
+        return PretrainedError(f"no space left on the device of the weights cache {home}{where}: free some space "
+                               f"or {fix} on another disk; nothing was cached")
+    in_the_way = isinstance(error, OSError) and error.errno in (errno.ENOTDIR, errno.EEXIST)
+    if (home.exists() and not home.is_dir()) or in_the_way:
+        return PretrainedError(f"the weights cache {home} is not a folder (a file is in the way{where}): {fix}")
+    if isinstance(error, OSError) and error.errno in _UNWRITABLE:
+        return PretrainedError(f"the weights cache {home} is not writable ({reason}{where}): {fix}")
+    return PretrainedError(f"the weights cache {home} cannot be used ({reason}{where}): {fix}")
+
+
+def _is_cache_problem(error: BaseException) -> bool:
+    return is_disk_full(error) or isinstance(error, OSError) and error.errno in (*_UNWRITABLE, errno.ENOTDIR)
 
 
 def _offline_hint(entry: dict[str, Any], paths: dict[str, Path]) -> str:
@@ -270,18 +405,32 @@ def _download(url: str, dest: Path, progress: bool, entry: dict[str, Any], paths
 
     request = urllib.request.Request(url, headers={"User-Agent": "mobilenets"})
     fail = f"cannot download {url} for {entry['model']}.{entry['tag']}"
+    start = time.monotonic()
     try:
         with urllib.request.urlopen(request, timeout=_timeout()) as response:
             length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
+            total = int(length) if length and length.isascii() and length.isdigit() else None
+            if total is not None and total > MAX_DOWNLOAD_BYTES:
+                raise PretrainedError(f"{fail}: the server announces {total} bytes, more than the "
+                                      f"{MAX_DOWNLOAD_BYTES} any weights need; nothing was cached")
+            deadline = download_deadline(total)
+            # read1 returns after one network read, so the deadline is checked at least once per read timeout
+            read = getattr(response, "read1", response.read)
             received = 0
             with open(dest, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
                                              desc=dest.name, file=sys.stderr, leave=False,
                                              disable=not (progress and sys.stderr.isatty())) as bar:
-                while chunk := response.read(CHUNK):
+                while chunk := read(CHUNK):
                     f.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
+                    if received > MAX_DOWNLOAD_BYTES:
+                        raise PretrainedError(f"{fail}: more than {MAX_DOWNLOAD_BYTES} bytes; nothing was cached")
+                    if time.monotonic() - start > deadline:
+                        raise PretrainedError(
+                            f"{fail}: the download took longer than its deadline of {deadline:g} s ({received} "
+                            f"bytes received); nothing was cached. Retry, or set {ENV_DEADLINE} to more seconds. "
+                            f"{_offline_hint(entry, paths)}")
         if total is not None and received != total:
             raise PretrainedError(f"{fail}: the connection ended after {received} of {total} bytes. Nothing was "
                                   f"cached; retry. {_offline_hint(entry, paths)}")
@@ -289,6 +438,8 @@ def _download(url: str, dest: Path, progress: bool, entry: dict[str, Any], paths
         raise PretrainedError(f"{fail}: HTTP {e.code} {e.reason}. Nothing was cached. "
                               f"{_offline_hint(entry, paths)}") from None
     except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException, ValueError) as e:
+        if not isinstance(e, urllib.error.URLError) and _is_cache_problem(e):
+            raise _cache_error(paths["home"], e) from None
         reason = e.reason if isinstance(e, urllib.error.URLError) else e
         raise PretrainedError(f"{fail} ({type(reason).__name__}: {reason}); no network, or the host is "
                               f"unreachable. Nothing was cached. {_offline_hint(entry, paths)}") from None
@@ -371,9 +522,12 @@ def _fetch(entry: dict[str, Any], cache_dir: str | os.PathLike | None, progress:
         _verify_cached(ckpt, paths["record"])
         return ckpt
     scheme = urlparse(url).scheme
-    if scheme not in ("http", "https", "file", "package"):
+    if scheme not in URL_SCHEMES:
         raise PretrainedError(f"unsupported URL scheme in the weights manifest: {url}")
-    paths["lock"].parent.mkdir(parents=True, exist_ok=True)
+    try:
+        paths["lock"].parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _cache_error(paths["home"], e) from None
     # One writer per entry: concurrent processes (e.g. DDP ranks) wait here, then find the checkpoint in place.
     # Conversions are not byte-identical (safetensors' metadata order varies), so two writers could pair one's
     # checkpoint with the other's hash record.
@@ -385,22 +539,46 @@ def _fetch(entry: dict[str, Any], cache_dir: str | os.PathLike | None, progress:
 
 
 def _remove_stale_work_dirs(home: Path, max_age: float = STALE_AFTER) -> None:
-    """Remove ``.tmp-*`` folders of runs that were killed outright (nothing in them changed for ``max_age`` s)."""
+    """Remove our work folders of killed runs: at once when their pid is gone, else after ``max_age`` s untouched.
+
+    Only folders named with our prefix (``.tmp-mobilenets-<host>-<pid>-``) that hold ``WORK_MARKER`` are ours;
+    another program's ``.tmp-*`` (or a link) is never touched.
+    """
     now = time.time()
-    for work in home.glob(".tmp-*"):
+    for work in home.glob(f".{TEMP_TAG}-*"):
         try:
+            if work.is_symlink() or not work.is_dir() or not (work / WORK_MARKER).is_file():
+                continue
+            gone = owner_is_gone(work.name)
             newest = max([work.stat().st_mtime] + [p.stat().st_mtime for p in work.iterdir()])
         except OSError:  # removed meanwhile by its own run
             continue
-        if now - newest > max_age:
+        if gone or now - newest > max_age:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def _make_work_dir(home: Path) -> Path:
+    work = Path(tempfile.mkdtemp(prefix=owned_temp_prefix("."), dir=home))
+    (work / WORK_MARKER).write_text(f"{os.getpid()}\n", encoding="utf-8")
+    return work
+
+
 def _fetch_locked(entry: dict[str, Any], paths: dict[str, Path], scheme: str, progress: bool) -> Path:
-    ckpt, url = paths["checkpoint"], entry["url"]
     _remove_stale_work_dirs(paths["home"])
+    try:
+        return _fetch_into_cache(entry, paths, scheme, progress)
+    except PretrainedError:
+        raise
+    except Exception as e:
+        if _is_cache_problem(e):  # full disk, read-only folder: say so, not "conversion failed"
+            raise _cache_error(paths["home"], e) from None
+        raise
+
+
+def _fetch_into_cache(entry: dict[str, Any], paths: dict[str, Path], scheme: str, progress: bool) -> Path:
+    ckpt, url = paths["checkpoint"], entry["url"]
     with ExitStack() as stack:
-        work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=paths["home"]))
+        work = _make_work_dir(paths["home"])
         stack.callback(shutil.rmtree, work, ignore_errors=True)
         resource = _package_file(entry) if scheme == "package" else None
         manual = paths["download"]
@@ -432,6 +610,7 @@ def _fetch_locked(entry: dict[str, Any], paths: dict[str, Path], scheme: str, pr
         _record_source(entry, digest, paths)
         line = f"{converted}  {ckpt.name}\n"
         atomic_write(paths["record"], lambda tmp: Path(tmp).write_text(line, encoding="utf-8"))
+        os.chmod(out, file_mode())
         os.replace(out, ckpt)
     return ckpt
 
@@ -497,6 +676,7 @@ def load_pretrained(
     depth_mult: float | None = None,
     drop_rate: float | None = None,
     drop_path_rate: float = 0.0,
+    allow_nonfinite: bool = False,
     **options: Any,
 ) -> MobileNet:
     """``create_model(name, pretrained=...)``: the model with its pretrained weights, in train mode.
@@ -508,14 +688,19 @@ def load_pretrained(
         progress: show a download progress bar on stderr (only when it is a terminal).
         num_classes: other than 1000: the pretrained classifier is replaced by a new one (``reset_classifier``),
             and ``pretrained_cfg["categories"]`` becomes ``None``.
-        in_chans: other than 3: the stem is adapted as timm does (``adapt_input_conv``); ``mean``/``std`` in
-            ``pretrained_cfg`` stay those of the RGB weights.
+        in_chans: other than 3: the stem is adapted as timm does (``adapt_input_conv``), and ``pretrained_cfg``
+            by ``data.adapt_pretrained_cfg``.
         width_mult, depth_mult, **options: allowed only with the weights' own values (else ``ValueError``).
         drop_rate, drop_path_rate: free to choose (training only).
+        allow_nonfinite: load weights holding NaN or infinity (refused by default).
     """
     if pretrained is True:
         tag = None
     elif isinstance(pretrained, str) and pretrained:
+        parts = pretrained.split(".")
+        if len(parts) > 2 or not all(is_plain_name(p) for p in parts):
+            raise ValueError(f"pretrained tag {pretrained[:100]!r} is not a plain name (lowercase letters, digits, "
+                             "'_', optionally after 'model.'); see `mobilenets list --pretrained`")
         model, tag = _split(pretrained)
         if tag is None:
             tag = model
@@ -527,28 +712,30 @@ def load_pretrained(
     requested = dict(options)
     requested.update({k: v for k, v in (("width_mult", width_mult), ("depth_mult", depth_mult)) if v is not None})
     _check_overrides(entry, requested)
-    if num_classes < 0 or in_chans < 1:
-        raise ValueError(f"need num_classes >= 0 and in_chans >= 1, got {num_classes} and {in_chans}")
+    check_build_arguments(num_classes=num_classes, in_chans=in_chans, drop_path_rate=drop_path_rate,
+                          drop_rate=0.0 if drop_rate is None else drop_rate)
 
     path = _fetch(entry, cache_dir, progress)
-    meta, tensors = read_checkpoint(path)
     try:
-        recorded = checkpoint_arguments(meta)
+        meta, tensors = read_checkpoint(path, allow_nonfinite=allow_nonfinite)
+        recorded = checkpoint_arguments(meta, str(path))
     except CheckpointError as e:
-        raise PretrainedError(f"{path}: {e}; delete it to convert again") from None
+        raise PretrainedError(f"{e}; delete {path} to convert again") from None
     file_classes = recorded["num_classes"]
     if recorded["name"] != name:
         raise PretrainedError(f"{path} holds weights for {recorded['name']}, not {name}; delete it to convert again")
     if STEM_WEIGHT in tensors:
         tensors[STEM_WEIGHT] = adapt_input_conv(tensors[STEM_WEIGHT], in_chans)
-    model = build_model(name, recorded["options"], num_classes=file_classes, in_chans=in_chans, drop_rate=drop_rate,
-                        drop_path_rate=drop_path_rate)
+    model = build_model(name, recorded["options"], on_meta=True, num_classes=file_classes, in_chans=in_chans,
+                        drop_rate=drop_rate, drop_path_rate=drop_path_rate)
     load_state_dict_strict(model, tensors, str(path))
-    cfg = json.loads(meta["pretrained_cfg"]) if "pretrained_cfg" in meta else pretrained_cfg(entry, file_classes)
+    if "pretrained_cfg" in meta:  # validated by read_checkpoint
+        cfg = validate_pretrained_cfg(json.loads(meta["pretrained_cfg"]), str(path))
+    else:
+        cfg = validate_pretrained_cfg(pretrained_cfg(entry, file_classes), f"the manifest entry {name}.{entry['tag']}")
     if num_classes != file_classes:
         model.reset_classifier(num_classes)
-        cfg.update(num_classes=num_classes, categories=None)
-    model.pretrained_cfg = cfg
+    model.pretrained_cfg = adapt_pretrained_cfg(cfg, num_classes=num_classes, in_chans=in_chans)
     return model
 
 

@@ -44,6 +44,9 @@ TF_LAYERS = _bundle(padding="same", **TF_BN)
 # timm: PyTorch's BatchNorm momentum for every model; its ``tf_`` ports take TF's padding and eps only.
 TIMM_LAYERS = _bundle(padding="symmetric", bn_eps=1e-5, bn_momentum=0.1)
 TIMM_TF_LAYERS = _bundle(padding="same", bn_eps=1e-3, bn_momentum=0.1)
+# Keras Applications: SAME padding and eps 1e-3 everywhere; its BatchNorm momentum m (PyTorch's 1 - m) differs per
+# family, so each Keras source adds ``bn_momentum`` (``keras_momentum``).
+KERAS_LAYERS = _bundle(padding="same", bn_eps=1e-3)
 
 # -- architecture rules --------------------------------------------------------------------------------------------
 
@@ -70,6 +73,17 @@ EFFICIENTNET_PYTORCH = _bundle(divisor=8, round_limit=0.9, expand_rounding="roun
                                **TF_LAYERS)
 
 
+# Keras Applications' MobileNetV3: SE width from the expanded width, stem fixed at 16, the hidden FC layer unscaled.
+KERAS_V3 = _bundle(se_width="expanded", stem_scaled=False, head_hidden_scaled=False)
+# Keras Applications' EfficientNet and EfficientNetV2: expansion in * t unrounded, SE width from the block input.
+KERAS_EFFICIENTNET = _bundle(expand_rounding="round", se_width="block_input")
+
+
+def keras_momentum(momentum: float) -> Bundle:
+    """Keras' BatchNorm ``momentum`` (the running average's decay) as PyTorch's ``bn_momentum = 1 - momentum``."""
+    return _bundle(bn_momentum=round(1.0 - momentum, 6))
+
+
 def width_name(base: str, width: float) -> str:
     """A width variant's registered name: ``base`` at 1.0, else ``base_075`` for 0.75 (torchvision's and timm's)."""
     return base if width == 1.0 else f"{base}_{round(width * 100):03d}"
@@ -78,6 +92,9 @@ def width_name(base: str, width: float) -> str:
 __all__ = [
     "EFFICIENTNET_PYTORCH",
     "EFFICIENTNET_V2_BASE",
+    "KERAS_EFFICIENTNET",
+    "KERAS_LAYERS",
+    "KERAS_V3",
     "LITE",
     "TF_BN",
     "TF_LAYERS",
@@ -90,6 +107,7 @@ __all__ = [
     "TORCHVISION_V2",
     "TORCHVISION_V3",
     "Bundle",
+    "keras_momentum",
     "options",
     "width_name",
 ]

@@ -12,7 +12,7 @@ from torch import nn
 
 from . import references as ref
 from .model import MobileNet
-from .specs import ARCHITECTURES, ModelConfig, Options, resolve
+from .specs import ARCHITECTURES, MAX_IN_CHANS, MAX_NUM_CLASSES, ModelConfig, Options, is_integer, is_number, resolve
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ _EFF_V2_BASE = ref.options(ref.EFFICIENTNET_V2_BASE, ref.TF_BN)  # TF / timm tf_
 for _w in (1.0, 0.25, 0.5, 0.75, 1.25):
     register(ref.width_name("mobilenet_v1", _w), "mobilenet_v1", replace(_V1, width_mult=_w), 0.0, 224,
              f"MobileNetV1 at width {_w} (Howard et al., 2017).")
-for _w in (1.0, 0.35, 0.5, 0.75, 1.4):
+for _w in (1.0, 0.35, 0.5, 0.75, 1.3, 1.4):  # 1.3: Keras Applications has ImageNet weights at it
     register(ref.width_name("mobilenet_v2", _w), "mobilenet_v2", replace(_V2, width_mult=_w), 0.2, 224,
              f"MobileNetV2 at width {_w} (Sandler et al., 2018).")
 for _name, _w, _d in (("mobilenet_v2_110d", 1.1, 1.2), ("mobilenet_v2_120d", 1.2, 1.4)):
@@ -105,9 +105,32 @@ def get_spec(name: str) -> ModelSpec:
     """The registered spec of ``name``; an unknown name raises ``ValueError`` listing the closest names."""
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}?" if close else "see mobilenets.list_models()"
+        hint = f"did you mean {', '.join(close)}?" if close else "see `mobilenets list` (Python: list_models())"
         raise ValueError(f"unknown model {name!r}; {hint}")
     return _REGISTRY[name]
+
+
+def check_option_names(name: str, options: dict[str, Any]) -> None:
+    """Refuse keyword arguments that are not architecture options (a misspelled ``bn_epsilon``), on every path."""
+    unknown = sorted(set(options) - set(Options.names()))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for {name}; accepted: num_classes, in_chans, width_mult, "
+            f"depth_mult, drop_rate, drop_path_rate, checkpoint_path, pretrained, {', '.join(Options.names())}"
+        )
+
+
+def check_build_arguments(
+    *, num_classes: Any = 1000, in_chans: Any = 3, drop_rate: Any = 0.0, drop_path_rate: Any = 0.0
+) -> None:
+    """Type and range of the sizes and rates ``build_config`` takes (bounds: ``specs.MAX_NUM_CLASSES`` etc.)."""
+    for key, value, high in (("num_classes", num_classes, MAX_NUM_CLASSES), ("in_chans", in_chans, MAX_IN_CHANS)):
+        low = 0 if key == "num_classes" else 1
+        if not is_integer(value) or not low <= value <= high:
+            raise ValueError(f"{key} must be an integer in [{low}, {high}], got {value!r}")
+    for key, value in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):
+        if not is_number(value) or not 0.0 <= value < 1.0:
+            raise ValueError(f"{key} must be in [0, 1), got {value!r}")
 
 
 def build_config(
@@ -123,12 +146,7 @@ def build_config(
 ) -> ModelConfig:
     """Resolve a registered model with user overrides into a ``ModelConfig`` (no module is built)."""
     spec = get_spec(name)
-    unknown = sorted(set(options) - set(Options.names()))
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {', '.join(unknown)} for {name}; accepted: num_classes, in_chans, width_mult, "
-            f"depth_mult, drop_rate, drop_path_rate, checkpoint_path, pretrained, {', '.join(Options.names())}"
-        )
+    check_option_names(name, options)
     if width_mult is not None:
         options["width_mult"] = width_mult
     if depth_mult is not None:
@@ -136,11 +154,8 @@ def build_config(
     for key in ("repeats", "kernel_sizes"):
         if isinstance(options.get(key), list):
             options[key] = tuple(options[key])
-    if not 0.0 <= drop_path_rate < 1.0:
-        raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
     rate = spec.drop_rate if drop_rate is None else drop_rate
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"drop_rate must be in [0, 1), got {rate}")
+    check_build_arguments(num_classes=num_classes, in_chans=in_chans, drop_rate=rate, drop_path_rate=drop_path_rate)
     return resolve(
         ARCHITECTURES[spec.arch],
         replace(spec.options, **options),
@@ -165,6 +180,7 @@ def create_model(
     checkpoint_path: str | None = None,
     pretrained: bool | str = False,
     cache_dir: str | os.PathLike | None = None,
+    allow_nonfinite: bool = False,
     **options: Any,
 ) -> nn.Module:
     """Build a registered model, in train mode, optionally loading a checkpoint or pretrained weights.
@@ -179,8 +195,10 @@ def create_model(
         checkpoint_path: a ``.safetensors`` file written by mobilenets; its recorded architecture is used.
         pretrained: ``True`` for the model's default pretrained tag, or a tag from ``list_pretrained()``.
         cache_dir: where pretrained weights are cached (default ``$MOBILENETS_HOME``, else the torch hub cache).
+        allow_nonfinite: load a checkpoint whose weights hold NaN or infinity (refused by default).
         **options: architecture options, see ``mobilenets.Options``.
     """
+    check_option_names(name, options)  # on every path: a misspelled option is never silently ignored
     kwargs = dict(num_classes=num_classes, in_chans=in_chans, width_mult=width_mult, depth_mult=depth_mult,
                   drop_rate=drop_rate, drop_path_rate=drop_path_rate, **options)
     if pretrained and checkpoint_path is not None:
@@ -192,5 +210,5 @@ def create_model(
     if checkpoint_path is not None:
         from .checkpoint import load_checkpoint_into
 
-        return load_checkpoint_into(name, checkpoint_path, **kwargs)
+        return load_checkpoint_into(name, checkpoint_path, allow_nonfinite=allow_nonfinite, **kwargs)
     return MobileNet(build_config(name, **kwargs))

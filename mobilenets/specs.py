@@ -279,6 +279,42 @@ ARCHITECTURES: dict[str, Architecture] = {
 # ----------------------------------------------------------------------------------------------------------------
 # Options: everything that differs between torchvision, timm, TensorFlow and EfficientNet-PyTorch.
 
+# Every bound on what a caller or a file may ask for, in one place. Generous for real use (the largest registered
+# model is EfficientNet-B8 at width 2.2 and depth 3.6; no table row repeats more than 32 times; published
+# MobileNet-family kernels are at most 11 wide), tight enough that resolving and building any accepted config on
+# the meta device takes seconds at most, so a crafted checkpoint cannot make the loader hang or allocate before its
+# tensors are compared with the config.
+# (low, high, (low closed, high closed)) for numbers; (low, high) for integers.
+OPTION_BOUNDS: dict[str, tuple] = {
+    "width_mult": (0.0, 16.0, (False, True)),
+    "depth_mult": (0.0, 16.0, (False, True)),
+    "round_limit": (0.0, 1.0, (True, True)),
+    "se_ratio": (0.0, 1.0, (True, True)),
+    "bn_eps": (0.0, 1.0, (False, False)),
+    "bn_momentum": (0.0, 1.0, (True, True)),
+    "divisor": (1, 256),
+    "repeats": (1, 64),
+    "kernel_sizes": (1, 15),
+}
+MAX_NUM_CLASSES = 100_000
+MAX_IN_CHANS = 64
+MAX_BLOCKS = 320  # blocks of a resolved network: EfficientNetV2-XL has 100; 320 build on meta in 1-3 s
+
+_FLOAT_OPTIONS = ("width_mult", "depth_mult", "round_limit", "se_ratio", "bn_eps", "bn_momentum")
+_BOOL_OPTIONS = ("minimal", "stem_scaled", "head_hidden_scaled", "head_depth_scaled", "fix_first_last")
+_OPTIONAL = ("se_ratio",)
+
+
+def is_integer(value: object) -> bool:
+    """An ``int`` and not a ``bool`` (``True`` would pass ``isinstance(value, int)``)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> bool:
+    """A finite int or float, not a ``bool``."""
+    return (is_integer(value) or isinstance(value, float)) and math.isfinite(value)
+
+
 ExpandRounding = Literal["divisor", "round", "width"]
 SEWidth = Literal["block_input", "expanded"]
 HeadScaling = Literal["scaled", "at_least", "fixed", "none"]
@@ -341,6 +377,8 @@ class Options:
 
     @classmethod
     def from_dict(cls, d: dict) -> Options:
+        if not isinstance(d, dict):
+            raise ValueError(f"architecture options must be a mapping of names to values, got {type(d).__name__}")
         unknown = set(d) - set(cls.names())
         if unknown:
             raise ValueError(f"unknown architecture option(s) {sorted(unknown)}; known: {', '.join(cls.names())}")
@@ -348,9 +386,27 @@ class Options:
         return cls(**d)
 
     def validate(self, arch: Architecture) -> None:
-        """Raise ``ValueError`` naming the offending option and what would be accepted."""
-        if self.width_mult <= 0 or self.depth_mult <= 0:
-            raise ValueError(f"width_mult and depth_mult must be positive, got {self.width_mult}, {self.depth_mult}")
+        """Raise ``ValueError`` naming the offending option and what would be accepted.
+
+        Checks every field's type (``True`` is not an int, ``8.5`` is not an int, NaN is not a float) and range
+        (``OPTION_BOUNDS``). It runs for user calls and for checkpoint metadata alike, before anything is built.
+        """
+        for name in _FLOAT_OPTIONS:
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL:
+                continue
+            if not is_number(value):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+            low, high, closed = OPTION_BOUNDS[name]
+            if not (low <= value <= high) or (not closed[0] and value == low) or (not closed[1] and value == high):
+                interval = f"{'[' if closed[0] else '('}{low}, {high}{']' if closed[1] else ')'}"
+                raise ValueError(f"{name}={value!r} is out of range {interval}")
+        low, high = OPTION_BOUNDS["divisor"]
+        if not is_integer(self.divisor) or not low <= self.divisor <= high:
+            raise ValueError(f"divisor must be an integer in [{low}, {high}], got {self.divisor!r}")
+        for name in _BOOL_OPTIONS:
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         choices = {
             "expand_rounding": ("divisor", "round", "width"),
             "se_width": ("block_input", "expanded"),
@@ -358,21 +414,27 @@ class Options:
             "padding": ("symmetric", "same"),
         }
         for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
+            if not isinstance(getattr(self, name), str) or getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}")
-        if self.act is not None and self.act not in ACTIVATIONS:
+        if self.act is not None and (not isinstance(self.act, str) or self.act not in ACTIVATIONS):
             raise ValueError(f"act={self.act!r} is not one of {ACTIVATIONS}")
         for name in ("repeats", "kernel_sizes"):
             value = getattr(self, name)
-            if value is not None and len(value) != len(arch.rows):
+            if value is None:
+                continue
+            if not isinstance(value, (tuple, list)) or not all(is_integer(v) for v in value):
+                raise ValueError(f"{name} must be a sequence of integers, one per table row, got {value!r}")
+            if len(value) != len(arch.rows):
                 raise ValueError(
                     f"{name} needs one entry per row of the {arch.name} table ({len(arch.rows)} rows), "
                     f"got {len(value)}: {value}"
                 )
-        if self.kernel_sizes is not None and any(k < 1 or k % 2 == 0 for k in self.kernel_sizes):
-            raise ValueError(f"kernel_sizes must be odd positive integers, got {self.kernel_sizes}")
-        if self.repeats is not None and any(r < 1 for r in self.repeats):
-            raise ValueError(f"repeats must be positive integers, got {self.repeats}")
+        low, high = OPTION_BOUNDS["kernel_sizes"][:2]
+        if self.kernel_sizes is not None and any(not low <= k <= high or k % 2 == 0 for k in self.kernel_sizes):
+            raise ValueError(f"kernel_sizes must be odd integers in [{low}, {high}], got {self.kernel_sizes}")
+        low, high = OPTION_BOUNDS["repeats"][:2]
+        if self.repeats is not None and any(not low <= r <= high for r in self.repeats):
+            raise ValueError(f"repeats must be integers in [{low}, {high}], got {self.repeats}")
 
     @property
     def layer_options(self) -> LayerOptions:
@@ -608,7 +670,11 @@ def resolve(
     o = options
     o.validate(arch)
     stages = stage_depths([merge_repeated_rows(s) for s in override_rows(arch.stages, o)], o)
-    rates = iter(drop_path_rates(sum(r.repeats for stage in stages for r in stage), drop_path_rate))
+    total_blocks = sum(r.repeats for stage in stages for r in stage)
+    if total_blocks > MAX_BLOCKS:
+        raise ValueError(f"depth_mult={o.depth_mult} and repeats={o.repeats} give {total_blocks} blocks, more than "
+                         f"the {MAX_BLOCKS} allowed; lower them")
+    rates = iter(drop_path_rates(total_blocks, drop_path_rate))
     stem = stem_width(arch, o)
     in_chs, paper_in = stem, arch.stem
     stage_cfgs = []

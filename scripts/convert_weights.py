@@ -1,7 +1,10 @@
 #!/usr/bin/env python
 """Convert torchvision / timm / EfficientNet-PyTorch weights into a mobilenets checkpoint.
 
+A thin wrapper kept for source checkouts; installed, the same command is ``mobilenets convert``:
+
     python scripts/convert_weights.py SRC OUT.safetensors --from LIBRARY:MODEL
+    mobilenets convert SRC OUT.safetensors --from LIBRARY:MODEL
 """
 
 import sys

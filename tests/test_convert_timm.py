@@ -114,7 +114,7 @@ def test_wrong_family_is_refused() -> None:
 def test_converters_are_one_typed_registry() -> None:
     from mobilenets.convert import CONVERTERS, Converter
 
-    assert set(CONVERTERS) == {"torchvision", "timm", "efficientnet_pytorch"}
+    assert set(CONVERTERS) == {"torchvision", "timm", "efficientnet_pytorch", "keras"}
     assert all(isinstance(c, Converter) and c.library == lib for lib, c in CONVERTERS.items())
     assert supported_sources() == sorted(f"{lib}:{m}" for lib, c in CONVERTERS.items() for m in c.sources)
     with pytest.raises(ConversionError, match="unknown library 'keras2'"):

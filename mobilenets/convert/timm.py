@@ -27,6 +27,7 @@ BatchNorm momentum at PyTorch's 0.1 for every model, and so do we.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +35,7 @@ from .. import references as ref
 from ..blocks import BlockConfig, DepthwiseSeparable, FusedMobileBlock, MobileBlock
 from ..registry import get_spec
 from ..specs import ModelConfig
-from .base import Converter, KeyMap, conv1x1_as_linear
+from .base import ConversionError, Converter, KeyMap, conv1x1_as_linear
 
 
 def _options(tf: bool, *bundles: ref.Bundle, **fields: Any) -> dict[str, Any]:
@@ -157,4 +158,42 @@ def key_map(config: ModelConfig, model: str) -> KeyMap:
     return km
 
 
-CONVERTER = Converter("timm", SOURCES, key_map)
+def preprocessing(model: str, tag: str | None, file_name: str, config: ModelConfig) -> tuple[dict, str] | None:
+    """timm's own ``pretrained_cfg`` of ``model.tag`` (timm's default tag when ``tag`` is None).
+
+    ``None`` when timm is not installed or knows no pretrained weights for ``model``.
+    """
+    try:
+        import timm
+        from timm.data import infer_imagenet_subset
+    except ImportError:
+        return None
+    try:
+        found = timm.models.get_pretrained_cfg(f"{model}.{tag}" if tag else model)
+    except RuntimeError:  # timm: "Invalid pretrained tag"
+        found = None
+        if tag is not None:
+            tags = [n.split(".", 1)[1] for n in timm.list_pretrained(f"{model}.*")]
+            raise ConversionError(f"timm has no pretrained tag {tag!r} for {model}; its tags are: "
+                                  f"{', '.join(tags) or 'none'}") from None
+    if found is None:
+        return None
+    c = found.to_dict()
+    size = [int(v) for v in c["input_size"]]
+    crop_pct = float(c.get("crop_pct") or 0.875)
+    cfg = dict(tag=c.get("tag"), input_size=size, resize=math.floor(size[-1] / crop_pct), crop=size[-1],
+               crop_pct=crop_pct, crop_mode=c.get("crop_mode") or "center", interpolation=c.get("interpolation"),
+               mean=list(c["mean"]), std=list(c["std"]), license=c.get("license"))
+    if c.get("hf_hub_id"):
+        cfg["url"] = f"https://huggingface.co/{c['hf_hub_id']}/resolve/main/model.safetensors"
+    elif c.get("url"):
+        cfg["url"] = c["url"]
+    if c.get("test_input_size"):
+        cfg["test_input_size"] = [int(v) for v in c["test_input_size"]]
+    if c.get("test_crop_pct"):
+        cfg["test_crop_pct"] = float(c["test_crop_pct"])
+    cfg["categories"] = "imagenet-1k" if infer_imagenet_subset(c) == "imagenet-1k" else None
+    return {k: v for k, v in cfg.items() if v is not None}, f"timm's pretrained_cfg of {model}.{c.get('tag')}"
+
+
+CONVERTER = Converter("timm", SOURCES, key_map, preprocessing)

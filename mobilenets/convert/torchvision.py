@@ -9,7 +9,7 @@ from __future__ import annotations
 from .. import references as ref
 from ..blocks import FusedMobileBlock
 from ..specs import ModelConfig
-from .base import Converter, KeyMap
+from .base import ConversionError, Converter, KeyMap
 
 SOURCES: dict[str, tuple[str, dict]] = {
     "mobilenet_v2": ("mobilenet_v2", dict(ref.TORCHVISION_V2)),
@@ -63,4 +63,36 @@ def key_map(config: ModelConfig, model: str) -> KeyMap:
     return km
 
 
-CONVERTER = Converter("torchvision", SOURCES, key_map)
+def preprocessing(model: str, tag: str | None, file_name: str, config: ModelConfig) -> tuple[dict, str] | None:
+    """The eval transform, class names and accuracy that torchvision records with its weights (``Weights`` enums).
+
+    The weights are the ones whose URL ends in ``file_name``, else ``tag`` (an enum member name such as
+    ``IMAGENET1K_V2``), else the model's ``DEFAULT``. ``None`` when torchvision is not installed.
+    """
+    try:
+        from torchvision.models import get_model_weights
+    except ImportError:
+        return None
+    enum = get_model_weights(model)
+    if tag is not None:
+        if tag not in enum.__members__:
+            raise ConversionError(f"torchvision has no weights {tag!r} for {model}; its weights are "
+                                  f"{', '.join(enum.__members__)} (or give no tag)")
+        weights, how = enum[tag], ""
+    else:
+        by_file = [w for w in enum if w.url.rsplit("/", 1)[-1] == file_name]
+        weights = by_file[0] if by_file else enum.DEFAULT
+        how = "" if by_file else f" (no {model} weights are named {file_name}: assumed the DEFAULT ones)"
+    t = weights.transforms()
+    crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
+    cfg = dict(tag=weights.name, url=weights.url, input_size=[len(t.mean), crop, crop], resize=resize, crop=crop,
+               crop_mode="center", interpolation=t.interpolation.value, mean=list(t.mean), std=list(t.std),
+               categories=list(weights.meta["categories"]))
+    metrics = weights.meta.get("_metrics", {}).get("ImageNet-1K", {})
+    if "acc@1" in metrics:
+        cfg["metrics"] = dict(top1=metrics["acc@1"], top5=metrics.get("acc@5"), source="torchvision weight metadata")
+        cfg["metrics"] = {k: v for k, v in cfg["metrics"].items() if v is not None}
+    return cfg, f"torchvision's {type(weights).__name__}.{weights.name}{how}"
+
+
+CONVERTER = Converter("torchvision", SOURCES, key_map, preprocessing)
