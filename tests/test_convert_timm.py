@@ -121,6 +121,44 @@ def test_converters_are_one_typed_registry() -> None:
         get_source("keras2:mobilenet")
 
 
+def test_fills_and_set_aside_keys_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A declared fill stands for a missing source tensor and a set-aside key must be present: both are counted by
+    the same strict check as the pairs (Keras' BatchNorm counts and input Normalization use them)."""
+    from mobilenets import create_model
+    from mobilenets.convert import CONVERTERS, Converter, KeyMap
+
+    ours = create_model("mobilenet_v3_small", num_classes=10).state_dict()
+
+    def key_map(config, model, fill_unknown: bool = False) -> KeyMap:
+        km = KeyMap()
+        for k in ours:
+            if k.endswith("num_batches_tracked"):
+                km.fill(k, torch.tensor(0))
+            else:
+                km.add(k, f"src/{k}")
+        km.set_aside("norm/mean")
+        if fill_unknown:
+            km.fill("no.such.key", torch.tensor(0))
+        return km
+
+    toy = Converter("toy", {"v3s": ("mobilenet_v3_small", {})}, key_map)
+    monkeypatch.setitem(CONVERTERS, "toy", toy)
+    source = {f"src/{k}": v + 1 for k, v in ours.items() if not k.endswith("num_batches_tracked")}
+    source["norm/mean"] = torch.zeros(3)
+    config, state = convert_state_dict(source, "toy:v3s")
+    assert config.num_classes == 10 and set(state) == set(ours)
+    counts = [k for k in ours if k.endswith("num_batches_tracked")]
+    assert counts and all(int(state[k]) == 0 for k in counts)
+    assert torch.equal(state["stem.conv.weight"], ours["stem.conv.weight"] + 1) and "norm/mean" not in state
+    del source["norm/mean"]
+    with pytest.raises(ConversionError, match=r"missing in source \(1\): norm/mean"):
+        convert_state_dict(source, "toy:v3s")
+    source["norm/mean"] = torch.zeros(3)
+    monkeypatch.setitem(CONVERTERS, "toy", Converter("toy", toy.sources, lambda c, m: key_map(c, m, True)))
+    with pytest.raises(ConversionError, match=r"internal key map mismatch: unfilled \[\], unknown \['no.such.key'\]"):
+        convert_state_dict(source, "toy:v3s")
+
+
 def test_key_map_transforms_are_declared() -> None:
     from mobilenets.convert import key_map, source_config
 
