@@ -222,19 +222,23 @@ def test_loaded_model_shares_no_meta_tensors_and_trains(tmp_path, good) -> None:
 # gigabytes of weights if built for real; it is built on the meta device and refused before any tensor is read.
 DANGEROUS = ["depth_1e6", "width_30", "num_classes_1e12", "blocks_too_many", "divisor_huge", "kernel_huge"]
 
+# Peak memory of a probe process: VmHWM, the high-water mark of its own memory. ru_maxrss is not usable: Linux
+# carries it over from the forked parent (pytest, often several GB) across exec.
+_PEAK = """
+def peak():
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+"""
+
 _PROBE = textwrap.dedent("""
     import json, resource, sys, time
     import mobilenets
     from mobilenets import CheckpointError, from_checkpoint
 
-    def peak():
-        # VmHWM: the high-water mark of this process's own memory. ru_maxrss is not usable here: Linux carries it
-        # over from the forked parent (pytest, often several GB) across exec.
-        try:
-            with open("/proc/self/status") as f:
-                return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
-        except OSError:
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    {peak}
     base = peak()
     results = {}
     for name, path in json.loads(sys.argv[1]).items():
@@ -246,7 +250,7 @@ _PROBE = textwrap.dedent("""
             error = str(e)
         results[name] = dict(seconds=time.monotonic() - start, error=error, peak=peak() - base)
     print(json.dumps(results))
-""")
+""").replace("{peak}", _PEAK.strip())
 
 
 @pytest.fixture(scope="module")
@@ -361,14 +365,7 @@ _CONVERT_PROBE = textwrap.dedent("""
     import json, resource, sys, time
     from mobilenets.convert import ConversionError, load_source_file
 
-    def peak():
-        # VmHWM: the high-water mark of this process's own memory. ru_maxrss is not usable here: Linux carries it
-        # over from the forked parent (pytest, often several GB) across exec.
-        try:
-            with open("/proc/self/status") as f:
-                return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
-        except OSError:
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    {peak}
     base, results = peak(), {}
     for path in sys.argv[1:]:
         start = time.monotonic()
@@ -379,7 +376,7 @@ _CONVERT_PROBE = textwrap.dedent("""
             error = str(e)
         results[path] = dict(seconds=time.monotonic() - start, error=error, peak=peak() - base)
     print(json.dumps(results))
-""")
+""").replace("{peak}", _PEAK.strip())
 
 
 def test_converter_claims_are_bounded_in_time_and_memory(tmp_path) -> None:
