@@ -144,7 +144,7 @@ def test_reset_classifier():
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_lite0",
-                                  "efficientnet_v2_b0"])
+                                  "efficientnet_v2_b0", "mobilenet_v4_hybrid_medium"])
 def test_torchscript(name: str) -> None:
     model = create_model(name).eval()
     x = torch.randn(1, 3, 96, 96)
@@ -152,7 +152,8 @@ def test_torchscript(name: str) -> None:
     torch.testing.assert_close(scripted(x), model(x))
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v3_large", "efficientnet_b0", "efficientnet_v2_s"])
+@pytest.mark.parametrize("name", ["mobilenet_v3_large", "efficientnet_b0", "efficientnet_v2_s",
+                                  "mobilenet_v4_hybrid_medium"])
 def test_torch_export(name: str) -> None:
     model = create_model(name, num_classes=10).eval()
     x = torch.randn(1, 3, 96, 96)
