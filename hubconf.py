@@ -57,4 +57,13 @@ from mobilenets.hub import (  # noqa: E402, F401
     mobilenet_v3_small_050,
     mobilenet_v3_small_075,
     mobilenet_v3_small_minimal,
+    mobilenet_v4_conv_large,
+    mobilenet_v4_conv_medium,
+    mobilenet_v4_conv_small,
+    mobilenet_v4_conv_small_035,
+    mobilenet_v4_conv_small_050,
+    mobilenet_v4_hybrid_large,
+    mobilenet_v4_hybrid_large_075,
+    mobilenet_v4_hybrid_medium,
+    mobilenet_v4_hybrid_medium_075,
 )

@@ -7,7 +7,15 @@ Quick start::
     print(model.config.table())
 """
 
-from .blocks import BlockConfig, DepthwiseSeparable, FusedMobileBlock, MobileBlock
+from .blocks import (
+    BlockConfig,
+    ConvBN,
+    DepthwiseSeparable,
+    FusedMobileBlock,
+    MobileBlock,
+    MobileMultiQueryAttention,
+    UniversalInvertedBottleneck,
+)
 from .checkpoint import CheckpointError, from_checkpoint, save_checkpoint
 from .data import eval_transform, imagenet_categories
 from .layers import ConvNormAct, DropPath, LayerOptions, SqueezeExcite, adjust_channels, h_sigmoid, h_swish
@@ -23,18 +31,21 @@ __all__ = [
     "Architecture",
     "BlockConfig",
     "CheckpointError",
+    "ConvBN",
     "ConvNormAct",
     "DepthwiseSeparable",
     "DropPath",
     "FusedMobileBlock",
     "LayerOptions",
     "MobileBlock",
+    "MobileMultiQueryAttention",
     "MobileNet",
     "ModelConfig",
     "Options",
     "PretrainedError",
     "Row",
     "SqueezeExcite",
+    "UniversalInvertedBottleneck",
     "adjust_channels",
     "build_config",
     "create_model",

@@ -211,8 +211,215 @@ class FusedMobileBlock(nn.Module):
         return out
 
 
+class ConvBN(ConvNormAct):
+    """A plain k×k convolution → BatchNorm → activation used as a block (MobileNetV4's "Conv" rows).
+
+    Qin et al., 2024, Tables 1-2 ("Conv2D" rows of MNv4-Conv-S). It has no residual; its keys are those of
+    ``ConvNormAct`` (``conv``, ``bn``).
+    """
+
+    @dataclass(frozen=True, kw_only=True)
+    class Config(BlockConfig):
+        kernel_size: int = 3
+        act: str = "relu"
+
+        @classmethod
+        def from_row(cls, row: Row, slot: Slot) -> ConvBN.Config:
+            if slot.mid_chs is not None:
+                raise ValueError(f"ConvBN has no expansion layer, but a row has expand={row.expand}; use 1")
+            return cls(in_chs=slot.in_chs, out_chs=slot.out_chs, stride=slot.stride, kernel_size=row.kernel,
+                       act=slot.act)
+
+
+class LayerScale(nn.Module):
+    """Learned per-channel scale of a residual branch (Touvron et al., 2021, "Going deeper with image
+    transformers"); MobileNetV4's hybrid models use it in every block (Qin et al., 2024, Sec. 5)."""
+
+    def __init__(self, channels: int, init: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((channels,), init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma.view(1, -1, 1, 1)
+
+
+def _layer_scale(channels: int, init: float) -> nn.Module:
+    return LayerScale(channels, init) if init > 0.0 else nn.Identity()
+
+
+def _extra(row: Row, name: str, default: Any = None) -> Any:
+    """A block-specific column of a table row (``Row.extra``); ``default=None`` makes it required."""
+    found = dict(row.extra)
+    if name in found:
+        return found[name]
+    if default is None:
+        raise ValueError(f"a {row.block.__name__} row needs the column {name!r} in Row.extra, got {row.extra}")
+    return default
+
+
+class UniversalInvertedBottleneck(nn.Module):
+    """MobileNetV4's Universal Inverted Bottleneck (UIB): optional depthwise → 1×1 expansion → optional depthwise
+    → linear 1×1 projection, with layer scale and the residual when the shape is unchanged.
+
+    Qin et al., 2024, "MobileNetV4", Sec. 3.2 and Fig. 4: both depthwise convs present is "ExtraDW", only the
+    middle one the inverted bottleneck (IB), only the start one "ConvNext-like", neither the FFN. A kernel size of
+    0 removes that depthwise conv (``nn.Identity``). The stride sits on the middle depthwise conv when there is one,
+    else on the start one. The start depthwise conv has no activation (as in TF's and timm's implementations).
+    """
+
+    @dataclass(frozen=True, kw_only=True)
+    class Config(BlockConfig):
+        start_kernel: int = 0  # start depthwise kernel, 0: none
+        kernel_size: int = 3  # middle depthwise kernel, 0: none
+        mid_chs: int = 0
+        act: str = "relu"
+        layer_scale: float = 0.0  # initial value of the layer scale, 0: none
+        drop_path: float = 0.0
+
+        @classmethod
+        def from_row(cls, row: Row, slot: Slot) -> UniversalInvertedBottleneck.Config:
+            return cls(in_chs=slot.in_chs, out_chs=slot.out_chs, stride=slot.stride,
+                       start_kernel=_extra(row, "start_kernel"), kernel_size=row.kernel,
+                       mid_chs=slot.in_chs if slot.mid_chs is None else slot.mid_chs, act=slot.act,
+                       layer_scale=_extra(row, "layer_scale", 0.0), drop_path=slot.drop_path)
+
+        def summary(self) -> dict[str, Any]:
+            """Kernel column: start and middle depthwise kernels, ``-`` where absent (``5,-``: ConvNext-like)."""
+            k = ",".join(str(k) if k else "-" for k in (self.start_kernel, self.kernel_size))
+            return dict(k=k, mid=self.mid_chs, se="", act=self.act)
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        *,
+        start_kernel: int = 0,
+        kernel_size: int = 3,
+        stride: int = 1,
+        mid_chs: int = 0,
+        act: str = "relu",
+        layer_scale: float = 0.0,
+        drop_path: float = 0.0,
+        opts: LayerOptions = DEFAULT_LAYER_OPTIONS,
+    ) -> None:
+        super().__init__()
+        if stride > 1 and not (start_kernel or kernel_size):
+            raise ValueError("a strided UniversalInvertedBottleneck needs a start or middle depthwise conv")
+        mid = mid_chs or in_chs
+        start_stride = 1 if kernel_size else stride
+        self.has_skip = stride == 1 and in_chs == out_chs
+        self.dw_start = ConvNormAct(in_chs, in_chs, start_kernel, start_stride, in_chs, act="identity", opts=opts) \
+            if start_kernel else nn.Identity()
+        self.pw_exp = ConvNormAct(in_chs, mid, 1, act=act, opts=opts)
+        self.dw_mid = ConvNormAct(mid, mid, kernel_size, stride, mid, act=act, opts=opts) if kernel_size \
+            else nn.Identity()
+        self.pw_proj = ConvNormAct(mid, out_chs, 1, act="identity", opts=opts)
+        self.layer_scale = _layer_scale(out_chs, layer_scale)
+        self.drop_path = _drop_path(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layer_scale(self.pw_proj(self.dw_mid(self.pw_exp(self.dw_start(x)))))
+        if self.has_skip:
+            out = self.drop_path(out) + x
+        return out
+
+
+class MobileMultiQueryAttention(nn.Module):
+    """MobileNetV4's Mobile MQA block: BatchNorm → multi-query attention → layer scale, plus the input.
+
+    Qin et al., 2024, Sec. 3.3 and Eq. 1: ``num_heads`` query heads share one key and one value head (multi-query
+    attention, Shazeer, 2019); with ``kv_stride`` 2 the keys and values are first downsampled by a stride-2
+    depthwise conv + BatchNorm (the paper's "spatial reduction", written ``v2`` in timm's block strings). Every
+    projection is a 1×1 conv without bias. The heads' outputs are concatenated head by head before the output
+    projection.
+    """
+
+    @dataclass(frozen=True, kw_only=True)
+    class Config(BlockConfig):
+        num_heads: int = 4
+        key_dim: int = 64  # also the value width, as in the paper
+        kv_stride: int = 1
+        kernel_size: int = 3  # of the key/value downsampling depthwise conv
+        layer_scale: float = 0.0
+        drop_path: float = 0.0
+
+        @classmethod
+        def from_row(cls, row: Row, slot: Slot) -> MobileMultiQueryAttention.Config:
+            if slot.stride != 1 or slot.mid_chs is not None:
+                raise ValueError("a MobileMultiQueryAttention row needs stride 1 and expand 1, "
+                                 f"got stride {row.stride} and expand {row.expand}")
+            return cls(in_chs=slot.in_chs, out_chs=slot.out_chs, num_heads=_extra(row, "num_heads"),
+                       key_dim=_extra(row, "key_dim"), kv_stride=_extra(row, "kv_stride", 1), kernel_size=row.kernel,
+                       layer_scale=_extra(row, "layer_scale", 0.0), drop_path=slot.drop_path)
+
+        def summary(self) -> dict[str, Any]:
+            return dict(k=self.kernel_size, mid=self.num_heads * self.key_dim, se="", act=f"{self.num_heads} heads")
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        *,
+        num_heads: int = 4,
+        key_dim: int = 64,
+        kv_stride: int = 1,
+        kernel_size: int = 3,
+        stride: int = 1,
+        layer_scale: float = 0.0,
+        drop_path: float = 0.0,
+        opts: LayerOptions = DEFAULT_LAYER_OPTIONS,
+    ) -> None:
+        super().__init__()
+        if stride != 1:
+            raise ValueError(f"MobileMultiQueryAttention keeps the resolution; got stride {stride}")
+        self.num_heads, self.key_dim = num_heads, key_dim
+        self.scale = key_dim ** -0.5
+        self.has_skip = in_chs == out_chs
+        self.norm = nn.BatchNorm2d(in_chs, eps=opts.bn_eps, momentum=opts.bn_momentum)
+
+        def down() -> nn.Module:
+            return ConvNormAct(in_chs, in_chs, kernel_size, kv_stride, in_chs, act="identity", opts=opts) \
+                if kv_stride > 1 else nn.Identity()
+
+        self.query_proj = nn.Conv2d(in_chs, num_heads * key_dim, 1, bias=False)
+        self.key_down = down()
+        self.key_proj = nn.Conv2d(in_chs, key_dim, 1, bias=False)
+        self.value_down = down()
+        self.value_proj = nn.Conv2d(in_chs, key_dim, 1, bias=False)
+        self.out_proj = nn.Conv2d(num_heads * key_dim, out_chs, 1, bias=False)
+        self.layer_scale = _layer_scale(out_chs, layer_scale)
+        self.drop_path = _drop_path(drop_path)
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """Multi-query attention of a normalised ``(N, C, H, W)`` map; returns ``(N, out_chs, H, W)``."""
+        n, _, h, w = x.shape
+        q = self.query_proj(x).flatten(2).unflatten(1, (self.num_heads, self.key_dim)).transpose(-1, -2)
+        k = self.key_proj(self.key_down(x)).flatten(2).unsqueeze(1)  # (N, 1, key_dim, M), shared by every head
+        v = self.value_proj(self.value_down(x)).flatten(2).unsqueeze(1).transpose(-1, -2)  # (N, 1, M, key_dim)
+        attn = ((q * self.scale) @ k).softmax(dim=-1)  # (N, heads, H*W, M)
+        out = (attn @ v).permute(0, 1, 3, 2).reshape(n, self.num_heads * self.key_dim, h, w)
+        return self.out_proj(out)
+
+    def matmul_macs(self, x: torch.Tensor) -> int:
+        """Multiply-accumulates of the two attention products for input ``x`` (the 1x1 convs count themselves)."""
+        h, w = x.shape[-2:]
+        down = self.key_down.conv.stride[0] if isinstance(self.key_down, ConvNormAct) else 1
+        keys = -(-h // down) * -(-w // down)  # (odd kernel, half padding): ceil(size / stride) positions
+        return 2 * x.shape[0] * self.num_heads * h * w * keys * self.key_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layer_scale(self.attention(self.norm(x)))
+        if self.has_skip:
+            out = self.drop_path(out) + x
+        return out
+
+
 DepthwiseSeparable.Config.block = DepthwiseSeparable
 MobileBlock.Config.block = MobileBlock
 FusedMobileBlock.Config.block = FusedMobileBlock
+ConvBN.Config.block = ConvBN
+UniversalInvertedBottleneck.Config.block = UniversalInvertedBottleneck
+MobileMultiQueryAttention.Config.block = MobileMultiQueryAttention
 
-__all__ = ["BlockConfig", "DepthwiseSeparable", "FusedMobileBlock", "MobileBlock"]
+__all__ = ["BlockConfig", "ConvBN", "DepthwiseSeparable", "FusedMobileBlock", "LayerScale", "MobileBlock",
+           "MobileMultiQueryAttention", "UniversalInvertedBottleneck"]

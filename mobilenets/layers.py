@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 Padding = Literal["symmetric", "same"]
-ACTIVATIONS = ("relu", "relu6", "hard_swish", "silu", "sigmoid", "hard_sigmoid", "identity")
+ACTIVATIONS = ("relu", "relu6", "hard_swish", "silu", "sigmoid", "hard_sigmoid", "gelu", "identity")
 
 
 def adjust_channels(channels: float, divisor: int = 8, minimum: int | None = None, round_limit: float = 0.9) -> int:
@@ -68,6 +68,8 @@ def make_activation(name: str) -> nn.Module:
         return nn.Sigmoid()
     if name == "hard_sigmoid":
         return h_sigmoid(inplace=True)
+    if name == "gelu":  # exact (erf) GELU, as MobileNetV4-Hybrid-L uses (Qin et al., 2024)
+        return nn.GELU()
     if name == "identity":
         return nn.Identity()
     raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")

@@ -34,10 +34,7 @@ class MobileNet(nn.Module):
         self.stages = nn.Sequential(*(nn.Sequential(*(b.build(opts) for b in stage)) for stage in config.stages))
         self.head = self._make_head(config)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.pre_logits = nn.Sequential(OrderedDict(
-            fc=nn.Linear(self.num_features, config.head_hidden),
-            act=make_activation(config.head_act),
-        )) if config.head_hidden else nn.Identity()
+        self.pre_logits = self._make_pre_logits(config)
         self.dropout = nn.Dropout(config.drop_rate)
         self.classifier = self._make_classifier(config.num_classes)
         self.reset_parameters()
@@ -51,6 +48,18 @@ class MobileNet(nn.Module):
         convs = [ConvNormAct(last if i == 0 else config.head_chs, config.head_chs, 1, act=config.head_act, opts=opts)
                  for i in range(config.head_repeats)]
         return convs[0] if len(convs) == 1 else nn.Sequential(*convs)
+
+    @staticmethod
+    def _make_pre_logits(config: ModelConfig) -> nn.Module:
+        """MobileNetV3's FC + activation after pooling; MobileNetV4's has no bias and a BatchNorm (``bn``)."""
+        if not config.head_hidden:
+            return nn.Identity()
+        layers = OrderedDict(fc=nn.Linear(config.num_features, config.head_hidden, bias=not config.head_norm))
+        if config.head_norm:
+            opts = config.options.layer_options
+            layers["bn"] = nn.BatchNorm1d(config.head_hidden, eps=opts.bn_eps, momentum=opts.bn_momentum)
+        layers["act"] = make_activation(config.head_act)
+        return nn.Sequential(layers)
 
     def _make_classifier(self, num_classes: int) -> nn.Module:
         if num_classes < 0:
@@ -69,12 +78,13 @@ class MobileNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Feature map after the head conv (before pooling): ``(N, num_features, H/32, W/32)``."""

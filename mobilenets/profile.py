@@ -40,8 +40,11 @@ def count_macs(model: nn.Module, input_size: int | tuple[int, int], in_chans: in
             total += output[0].numel() * k
         elif isinstance(module, nn.Linear):
             total += module.in_features * module.out_features
+        if hasattr(module, "matmul_macs"):  # attention's products of activations (MobileNetV4's Mobile MQA)
+            total += module.matmul_macs(inputs[0])
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    counted = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) or hasattr(m, "matmul_macs")]
+    handles = [m.register_forward_hook(hook) for m in counted]
     skipped = [m for m in model.modules() if isinstance(m, _SHAPE_KEEPING)]
     for m in skipped:
         m.forward = _identity

@@ -95,6 +95,17 @@ for _v, (_w, _d, _res, _drop) in {"b0": (1.0, 1.0, 224, 0.2), "b1": (1.0, 1.1, 2
     register(f"efficientnet_v2_{_v}", "efficientnet_v2_base", replace(_EFF_V2_BASE, width_mult=_w, depth_mult=_d),
              _drop, _res, f"EfficientNetV2-{_v.upper()} (Tan & Le, 2021): width {_w}, depth {_d}, {_res}px.")
 
+# MobileNetV4 (Qin et al., 2024), as timm builds it (the only reference with weights in PyTorch): timm's layers,
+# and the stem kept at the paper's width below width 1. Native resolution: timm's default weights'.
+_V4 = ref.options(ref.TIMM_LAYERS)
+for _size, _widths, _res in (("conv_small", (1.0, 0.35, 0.5), 224), ("conv_medium", (1.0,), 256),
+                             ("conv_large", (1.0,), 384), ("hybrid_medium", (1.0, 0.75), 256),
+                             ("hybrid_large", (1.0, 0.75), 384)):
+    for _w in _widths:
+        register(ref.width_name(f"mobilenet_v4_{_size}", _w), f"mobilenet_v4_{_size}",
+                 replace(_V4, width_mult=_w, stem_scaled=_w >= 1.0), 0.2, _res,
+                 f"MobileNetV4-{_size.replace('_', ' ').title().replace(' ', '-')} at width {_w} (Qin et al., 2024).")
+
 
 def list_models(pattern: str = "*") -> list[str]:
     """Sorted names of the registered models matching an fnmatch ``pattern``."""

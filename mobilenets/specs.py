@@ -14,7 +14,15 @@ from typing import Any, Literal
 
 from torch import nn
 
-from .blocks import BlockConfig, DepthwiseSeparable, FusedMobileBlock, MobileBlock
+from .blocks import (
+    BlockConfig,
+    ConvBN,
+    DepthwiseSeparable,
+    FusedMobileBlock,
+    MobileBlock,
+    MobileMultiQueryAttention,
+    UniversalInvertedBottleneck,
+)
 from .layers import ACTIVATIONS, LayerOptions, adjust_channels
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -60,6 +68,7 @@ class Architecture:
     stages: tuple[Stage, ...]  # as the paper groups its rows, which TF's and timm's stage indices follow
     head: int  # output channels of the 1x1 conv before pooling
     head_hidden: int = 0  # width of the fully connected layer between pooling and classifier (MobileNetV3), 0: none
+    head_norm: bool = False  # BatchNorm after that layer, which then has no bias (MobileNetV4)
     stem_act: str = "relu"
     head_act: str = "relu"
     se_act: str | None = None  # activation inside squeeze-excite; None: the block's own
@@ -263,6 +272,124 @@ EFFICIENTNET_V2_BASE = _efficientnet_v2("EfficientNetV2-B0", f"{_V2_PAPER}, refe
     (_MB, 3, 2, 6, 192, 8, 0.25),
 ))
 
+
+# MobileNetV4: Qin et al., 2024, "MobileNetV4: Universal Models for the Mobile Ecosystem", the appendix's
+# architecture tables of MNv4-Conv-S/M/L and MNv4-Hybrid-M/L. Stages as TF's and timm's builders group them (timm's
+# ``blocks.<i>``); the 1x1 conv to 960 that ends each table is our head conv, and the 1x1 conv to 1280 after
+# pooling (with BatchNorm, no bias) our ``pre_logits``. UIB rows give the start and middle depthwise kernels (0:
+# none): ExtraDW has both, IB only the middle one, ConvNext-like only the start one, FFN neither. The hybrid models
+# add Mobile MQA blocks and layer scale (initialised at 1e-5) on every UIB and MQA block.
+_V4_PAPER = "Qin et al., 2024, arXiv:2404.10518, appendix tables"
+
+
+def _v4(act: str, layer_scale: float = 0.0) -> tuple[Any, Any, Any, Any]:
+    """Row makers for one MobileNetV4 table: Conv, FusedIB, UIB and Mobile MQA rows with its activation."""
+    ls = (("layer_scale", layer_scale),) if layer_scale else ()
+
+    def conv(kernel: int, stride: int, out: int) -> Row:
+        return Row(ConvBN, kernel, stride, 1, out, 1, 0, act)
+
+    def fused(kernel: int, stride: int, expand: float, out: int) -> Row:
+        return Row(FusedMobileBlock, kernel, stride, expand, out, 1, 0, act)
+
+    def uib(start: int, mid: int, stride: int, expand: float, out: int, repeats: int = 1) -> Row:
+        return Row(UniversalInvertedBottleneck, mid, stride, expand, out, repeats, 0, act,
+                   (("start_kernel", start),) + ls)
+
+    def mqa(heads: int, key_dim: int, kv_stride: int, out: int) -> Row:
+        return Row(MobileMultiQueryAttention, 3, 1, 1, out, 1, 0, act,
+                   (("num_heads", heads), ("key_dim", key_dim), ("kv_stride", kv_stride)) + ls)
+
+    return conv, fused, uib, mqa
+
+
+_conv, _fused, _uib, _ = _v4(_RE)
+MOBILENET_V4_CONV_SMALL = Architecture(
+    name="MobileNetV4-Conv-S",
+    paper=f"{_V4_PAPER} (MNv4-Conv-S)",
+    stem=32,
+    stages=(
+        # Conv: kernel stride out
+        (_conv(3, 2, 32), _conv(1, 1, 32)),
+        (_conv(3, 2, 96), _conv(1, 1, 64)),
+        # UIB: start_dw mid_dw stride expand out [repeats]
+        (_uib(5, 5, 2, 3, 96), _uib(0, 3, 1, 2, 96, 4), _uib(3, 0, 1, 4, 96)),
+        (_uib(3, 3, 2, 6, 128), _uib(5, 5, 1, 4, 128), _uib(0, 5, 1, 4, 128), _uib(0, 5, 1, 3, 128),
+         _uib(0, 3, 1, 4, 128, 2)),
+    ),
+    head=960, head_hidden=1280, head_norm=True, stem_act=_RE, head_act=_RE,
+)
+MOBILENET_V4_CONV_MEDIUM = Architecture(
+    name="MobileNetV4-Conv-M",
+    paper=f"{_V4_PAPER} (MNv4-Conv-M)",
+    stem=32,
+    stages=(
+        # FusedIB: kernel stride expand out
+        (_fused(3, 2, 4, 48),),
+        # UIB: start_dw mid_dw stride expand out [repeats]
+        (_uib(3, 5, 2, 4, 80), _uib(3, 3, 1, 2, 80)),
+        (_uib(3, 5, 2, 6, 160), _uib(3, 3, 1, 4, 160, 2), _uib(3, 5, 1, 4, 160), _uib(3, 3, 1, 4, 160),
+         _uib(3, 0, 1, 4, 160), _uib(0, 0, 1, 2, 160), _uib(3, 0, 1, 4, 160)),
+        (_uib(5, 5, 2, 6, 256), _uib(5, 5, 1, 4, 256), _uib(3, 5, 1, 4, 256, 2), _uib(0, 0, 1, 4, 256),
+         _uib(3, 0, 1, 4, 256), _uib(3, 5, 1, 2, 256), _uib(5, 5, 1, 4, 256), _uib(0, 0, 1, 4, 256, 2),
+         _uib(5, 0, 1, 2, 256)),
+    ),
+    head=960, head_hidden=1280, head_norm=True, stem_act=_RE, head_act=_RE,
+)
+MOBILENET_V4_CONV_LARGE = Architecture(
+    name="MobileNetV4-Conv-L",
+    paper=f"{_V4_PAPER} (MNv4-Conv-L)",
+    stem=24,
+    stages=(
+        (_fused(3, 2, 4, 48),),
+        (_uib(3, 5, 2, 4, 96), _uib(3, 3, 1, 4, 96)),
+        (_uib(3, 5, 2, 4, 192), _uib(3, 3, 1, 4, 192, 3), _uib(3, 5, 1, 4, 192), _uib(5, 3, 1, 4, 192, 5),
+         _uib(3, 0, 1, 4, 192)),
+        (_uib(5, 5, 2, 4, 512, 4), _uib(5, 0, 1, 4, 512), _uib(5, 3, 1, 4, 512), _uib(5, 0, 1, 4, 512, 2),
+         _uib(5, 3, 1, 4, 512), _uib(5, 5, 1, 4, 512), _uib(5, 0, 1, 4, 512, 3)),
+    ),
+    head=960, head_hidden=1280, head_norm=True, stem_act=_RE, head_act=_RE,
+)
+
+_, _fused, _uib, _mqa = _v4(_RE, layer_scale=1e-5)
+MOBILENET_V4_HYBRID_MEDIUM = Architecture(
+    name="MobileNetV4-Hybrid-M",
+    paper=f"{_V4_PAPER} (MNv4-Hybrid-M)",
+    stem=32,
+    stages=(
+        (_fused(3, 2, 4, 48),),
+        (_uib(3, 5, 2, 4, 80), _uib(3, 3, 1, 2, 80)),
+        # ... and Mobile MQA: heads key_dim kv_stride out
+        (_uib(3, 5, 2, 6, 160), _uib(0, 0, 1, 2, 160), _uib(3, 3, 1, 4, 160), _uib(3, 5, 1, 4, 160),
+         _mqa(4, 64, 2, 160), _uib(3, 3, 1, 4, 160), _mqa(4, 64, 2, 160), _uib(3, 0, 1, 4, 160),
+         _mqa(4, 64, 2, 160), _uib(3, 3, 1, 4, 160), _mqa(4, 64, 2, 160), _uib(3, 0, 1, 4, 160)),
+        (_uib(5, 5, 2, 6, 256), _uib(5, 5, 1, 4, 256), _uib(3, 5, 1, 4, 256, 2), _uib(0, 0, 1, 2, 256),
+         _uib(3, 5, 1, 2, 256), _uib(0, 0, 1, 2, 256), _uib(0, 0, 1, 4, 256), _mqa(4, 64, 1, 256),
+         _uib(3, 0, 1, 4, 256), _mqa(4, 64, 1, 256), _uib(5, 5, 1, 4, 256), _mqa(4, 64, 1, 256),
+         _uib(5, 0, 1, 4, 256), _mqa(4, 64, 1, 256), _uib(5, 0, 1, 4, 256)),
+    ),
+    head=960, head_hidden=1280, head_norm=True, stem_act=_RE, head_act=_RE,
+)
+
+_, _fused, _uib, _mqa = _v4("gelu", layer_scale=1e-5)
+MOBILENET_V4_HYBRID_LARGE = Architecture(
+    name="MobileNetV4-Hybrid-L",
+    paper=f"{_V4_PAPER} (MNv4-Hybrid-L)",
+    stem=24,
+    stages=(
+        (_fused(3, 2, 4, 48),),
+        (_uib(3, 5, 2, 4, 96), _uib(3, 3, 1, 4, 96)),
+        (_uib(3, 5, 2, 4, 192), _uib(3, 3, 1, 4, 192, 3), _uib(3, 5, 1, 4, 192), _uib(5, 3, 1, 4, 192, 2),
+         _mqa(8, 48, 2, 192), _uib(5, 3, 1, 4, 192), _mqa(8, 48, 2, 192), _uib(5, 3, 1, 4, 192),
+         _mqa(8, 48, 2, 192), _uib(5, 3, 1, 4, 192), _mqa(8, 48, 2, 192), _uib(3, 0, 1, 4, 192)),
+        (_uib(5, 5, 2, 4, 512, 4), _uib(5, 0, 1, 4, 512), _uib(5, 3, 1, 4, 512), _uib(5, 0, 1, 4, 512, 2),
+         _uib(5, 3, 1, 4, 512), _uib(5, 5, 1, 4, 512), _mqa(8, 64, 1, 512), _uib(5, 0, 1, 4, 512),
+         _mqa(8, 64, 1, 512), _uib(5, 0, 1, 4, 512), _mqa(8, 64, 1, 512), _uib(5, 0, 1, 4, 512),
+         _mqa(8, 64, 1, 512), _uib(5, 0, 1, 4, 512)),
+    ),
+    head=960, head_hidden=1280, head_norm=True, stem_act="gelu", head_act="gelu",
+)
+
 ARCHITECTURES: dict[str, Architecture] = {
     "mobilenet_v1": MOBILENET_V1,
     "mobilenet_v2": MOBILENET_V2,
@@ -274,6 +401,11 @@ ARCHITECTURES: dict[str, Architecture] = {
     "efficientnet_v2_l": EFFICIENTNET_V2_L,
     "efficientnet_v2_xl": EFFICIENTNET_V2_XL,
     "efficientnet_v2_base": EFFICIENTNET_V2_BASE,
+    "mobilenet_v4_conv_small": MOBILENET_V4_CONV_SMALL,
+    "mobilenet_v4_conv_medium": MOBILENET_V4_CONV_MEDIUM,
+    "mobilenet_v4_conv_large": MOBILENET_V4_CONV_LARGE,
+    "mobilenet_v4_hybrid_medium": MOBILENET_V4_HYBRID_MEDIUM,
+    "mobilenet_v4_hybrid_large": MOBILENET_V4_HYBRID_LARGE,
 }
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -462,6 +594,7 @@ class ModelConfig:
     head_act: str
     head_repeats: int
     head_hidden: int  # 0: no hidden FC layer
+    head_norm: bool = False  # the hidden FC layer is followed by BatchNorm and has no bias (MobileNetV4)
     num_classes: int = 1000
     in_chans: int = 3
     drop_rate: float = 0.0
@@ -481,24 +614,24 @@ class ModelConfig:
     def table(self) -> str:
         """The resolved network as a text table, one line per block."""
         lines = [f"{self.name}: {self.arch}, input {self.input_size}x{self.input_size}"]
-        lines.append(f"{'layer':<12}{'block':<20}{'k':>3}{'s':>3}{'in':>6}{'mid':>6}{'out':>6}{'se':>5}  act")
-        lines.append(f"{'stem':<12}{'ConvNormAct':<20}{3:>3}{2:>3}{self.in_chans:>6}{'':>6}{self.stem_chs:>6}"
+        lines.append(f"{'layer':<12}{'block':<28}{'k':>3}{'s':>3}{'in':>6}{'mid':>6}{'out':>6}{'se':>5}  act")
+        lines.append(f"{'stem':<12}{'ConvNormAct':<28}{3:>3}{2:>3}{self.in_chans:>6}{'':>6}{self.stem_chs:>6}"
                      f"{'':>5}  {self.stem_act}")
         for i, stage in enumerate(self.stages):
             for j, b in enumerate(stage):
                 c = b.summary()
-                lines.append(f"{f'stages.{i}.{j}':<12}{b.block.__name__:<20}{c['k']:>3}{b.stride:>3}{b.in_chs:>6}"
+                lines.append(f"{f'stages.{i}.{j}':<12}{b.block.__name__:<28}{c['k']:>3}{b.stride:>3}{b.in_chs:>6}"
                              f"{c['mid']:>6}{b.out_chs:>6}{c['se']:>5}  {c['act']}")
         in_chs = self.stages[-1][-1].out_chs
         for i in range(self.head_repeats if self.head_chs else 0):
             label = "head" if self.head_repeats == 1 else f"head.{i}"
-            lines.append(f"{label:<12}{'ConvNormAct':<20}{1:>3}{1:>3}{in_chs:>6}{'':>6}"
+            lines.append(f"{label:<12}{'ConvNormAct':<28}{1:>3}{1:>3}{in_chs:>6}{'':>6}"
                          f"{self.head_chs:>6}{'':>5}  {self.head_act}")
             in_chs = self.head_chs
         if self.head_hidden:
-            lines.append(f"{'pre_logits':<12}{'Linear':<20}{'':>6}{self.num_features:>6}{'':>6}"
+            lines.append(f"{'pre_logits':<12}{'Linear':<28}{'':>6}{self.num_features:>6}{'':>6}"
                          f"{self.head_hidden:>6}{'':>5}  {self.head_act}")
-        lines.append(f"{'classifier':<12}{'Linear':<20}{'':>6}{self.head_hidden_size:>6}{'':>6}"
+        lines.append(f"{'classifier':<12}{'Linear':<28}{'':>6}{self.head_hidden_size:>6}{'':>6}"
                      f"{self.num_classes:>6}")
         return "\n".join(lines)
 
@@ -703,6 +836,7 @@ def resolve(
         head_act=activation(arch.head_act, o),
         head_repeats=head_depth(o),
         head_hidden=head_hidden_width(arch, o),
+        head_norm=arch.head_norm and bool(arch.head_hidden),
         num_classes=num_classes,
         in_chans=in_chans,
         drop_rate=drop_rate,

@@ -30,16 +30,28 @@ TIMM_PATTERNS = (
     r"(tf_)?efficientnet_lite\d",
     r"efficientnetv2_(?!rw_).*",
     r"tf_efficientnetv2_.*",
+    r"mobilenetv4_(conv|hybrid)_(small|medium|large)(_\d{3})?",
 )
+# Registered by timm but not converted: their anti-aliased downsampling (an average-pool or blur layer after each
+# strided conv) is a layer we do not have.
+UNSUPPORTED = ("mobilenetv4_conv_aa_large", "mobilenetv4_conv_aa_medium", "mobilenetv4_conv_blur_medium")
 
 # Conversions that also go through the files: timm weights -> convert_file -> .safetensors -> from_checkpoint.
 ROUND_TRIP = ("timm:mobilenetv1_100h", "timm:mobilenetv3_small_050", "timm:tf_efficientnet_lite0",
-              "timm:tf_efficientnetv2_b1")
+              "timm:tf_efficientnetv2_b1", "timm:mobilenetv4_hybrid_medium_075")
 
 
 def _timm_model(source: str) -> torch.nn.Module:
+    """A timm model with random BatchNorm statistics, and random layer scales (MobileNetV4-Hybrid: timm starts
+    them at 1e-5, which would hide a wrong attention or residual branch from the comparison)."""
     torch.manual_seed(0)
-    return randomize_bn(timm.create_model(source.split(":")[1], pretrained=False)).eval()
+    model = randomize_bn(timm.create_model(source.split(":")[1], pretrained=False)).eval()
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("layer_scale.gamma"):
+                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
+    return model
 
 
 def _input() -> torch.Tensor:
@@ -48,6 +60,7 @@ def _input() -> torch.Tensor:
 
 def test_every_timm_model_is_supported() -> None:
     expected = {n for n in timm.list_models() if any(re.fullmatch(p, n) for p in TIMM_PATTERNS)}
+    assert set(timm.list_models("mobilenetv4_*")) - expected == set(UNSUPPORTED)
     assert {s.split(":")[1] for s in SOURCES} == expected
     unmatched = [p for p in TIMM_PATTERNS if not any(re.fullmatch(p, n) for n in timm.list_models())]
     assert not unmatched, f"patterns that match no timm model (renamed in timm?): {unmatched}"
@@ -186,3 +199,23 @@ def test_strict_report_counts_and_names() -> None:
     assert not compare({"a": (1,)}, {"a": (1,)})
     many = compare({f"k{i}": (1,) for i in range(10)}, {})
     assert many.parts() == ["missing (10): k0, k1, k2, k3, k4, k5, k6, k7 ..."]
+
+
+def test_mobilenet_v4_key_layout() -> None:
+    """UIB, Mobile MQA and the MobileNetV4 head map onto timm's names, layer scale included."""
+    from mobilenets.convert import key_map, source_config
+
+    pairs = dict(key_map("timm:mobilenetv4_hybrid_medium", source_config("timm:mobilenetv4_hybrid_medium")).pairs)
+    assert pairs["stages.1.0.dw_start.conv.weight"] == "blocks.1.0.dw_start.conv.weight"
+    assert pairs["stages.2.1.pw_exp.bn.running_var"] == "blocks.2.1.pw_exp.bn.running_var"  # FFN: no depthwise
+    assert "stages.2.1.dw_mid.conv.weight" not in pairs and "stages.2.1.dw_start.conv.weight" not in pairs
+    assert pairs["stages.2.4.key_down.conv.weight"] == "blocks.2.4.attn.key.down_conv.weight"
+    assert pairs["stages.2.4.out_proj.weight"] == "blocks.2.4.attn.output.proj.weight"
+    assert pairs["stages.2.4.layer_scale.gamma"] == "blocks.2.4.layer_scale.gamma"
+    assert pairs["stages.3.8.key_proj.weight"] == "blocks.3.8.attn.key.proj.weight"
+    assert "stages.3.8.key_down.conv.weight" not in pairs  # stage 3's MQA blocks do not downsample keys
+    assert pairs["head.conv.weight"] == "blocks.4.0.conv.weight" and pairs["pre_logits.bn.weight"] == "norm_head.weight"
+    assert "pre_logits.fc.bias" not in pairs
+    small = dict(key_map("timm:mobilenetv4_conv_small", source_config("timm:mobilenetv4_conv_small")).pairs)
+    assert small["stages.1.1.bn.running_mean"] == "blocks.1.1.bn1.running_mean"  # a Conv row: timm's ConvBnAct
+    assert not any("layer_scale" in k for k in small)

@@ -144,7 +144,7 @@ def test_reset_classifier():
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_lite0",
-                                  "efficientnet_v2_b0"])
+                                  "efficientnet_v2_b0", "mobilenet_v4_hybrid_medium"])
 def test_torchscript(name: str) -> None:
     model = create_model(name).eval()
     x = torch.randn(1, 3, 96, 96)
@@ -152,7 +152,8 @@ def test_torchscript(name: str) -> None:
     torch.testing.assert_close(scripted(x), model(x))
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v3_large", "efficientnet_b0", "efficientnet_v2_s"])
+@pytest.mark.parametrize("name", ["mobilenet_v3_large", "efficientnet_b0", "efficientnet_v2_s",
+                                  "mobilenet_v4_hybrid_medium"])
 def test_torch_export(name: str) -> None:
     model = create_model(name, num_classes=10).eval()
     x = torch.randn(1, 3, 96, 96)
@@ -189,7 +190,7 @@ def test_unknown_option_is_named():
     (dict(padding="valid"), "padding"),
     (dict(width_mult=0), "width_mult"),
     (dict(drop_rate=1.5), "drop_rate"),
-    (dict(act="gelu"), "act"),
+    (dict(act="mish"), "act"),  # gelu is known since MobileNetV4-Hybrid-L
     (dict(num_classes=-1), "num_classes"),
 ])
 def test_invalid_values(kw, match):
@@ -336,3 +337,62 @@ def test_corrupt_and_foreign_checkpoints(tmp_path):
     save_file({"w": torch.zeros(1)}, str(tmp_path / "foreign.safetensors"))
     with pytest.raises(CheckpointError, match="not written by mobilenets"):
         from_checkpoint(tmp_path / "foreign.safetensors")
+
+
+# -- MobileNetV4 (Qin et al., 2024) --------------------------------------------------------------------------------
+
+
+def test_mobilenet_v4_tables():
+    """The appendix tables' stage layout (timm's blocks.<i>), the UIB variants, and the 1280-wide normed head."""
+    assert repeats("mobilenet_v4_conv_small") == [2, 2, 6, 6] and stage_outs("mobilenet_v4_conv_small") == [
+        32, 64, 96, 128]
+    assert repeats("mobilenet_v4_conv_medium") == [1, 2, 8, 11] and repeats("mobilenet_v4_conv_large") == [
+        1, 2, 11, 13]
+    assert repeats("mobilenet_v4_hybrid_medium") == [1, 2, 12, 16] and repeats("mobilenet_v4_hybrid_large") == [
+        1, 2, 15, 18]
+    config = build_config("mobilenet_v4_conv_small")
+    assert [type(b).__name__ for b in config.stages[1]] == ["Config", "Config"]
+    assert all(isinstance(b, mobilenets.ConvBN.Config) for s in config.stages[:2] for b in s)
+    uib = config.stages[2]
+    assert (uib[0].start_kernel, uib[0].kernel_size, uib[0].stride, uib[0].mid_chs) == (5, 5, 2, 192)  # ExtraDW, 64 in
+    assert (uib[1].start_kernel, uib[1].kernel_size, uib[1].mid_chs) == (0, 3, 192)  # IB
+    assert (uib[5].start_kernel, uib[5].kernel_size, uib[5].mid_chs) == (3, 0, 384)  # ConvNext-like
+    assert (config.head_chs, config.head_hidden, config.head_norm) == (960, 1280, True)
+    assert all(b.layer_scale == 0.0 for s in config.stages[2:] for b in s)
+    narrow = build_config("mobilenet_v4_conv_small_035")
+    assert narrow.stem_chs == 32 and stage_outs("mobilenet_v4_conv_small_035") == [16, 24, 32, 48]
+    assert (narrow.head_chs, narrow.head_hidden) == (336, 1280)  # head conv scaled, the 1280 FC not (timm)
+
+
+def test_mobilenet_v4_blocks():
+    from mobilenets.blocks import MobileMultiQueryAttention, UniversalInvertedBottleneck
+
+    ffn = UniversalInvertedBottleneck(16, 16, start_kernel=0, kernel_size=0, mid_chs=32)
+    assert isinstance(ffn.dw_start, torch.nn.Identity) and isinstance(ffn.dw_mid, torch.nn.Identity)
+    convnext = UniversalInvertedBottleneck(16, 24, start_kernel=5, kernel_size=0, stride=2, mid_chs=64)
+    assert convnext.dw_start.conv.stride == (2, 2) and convnext(torch.randn(1, 16, 8, 8)).shape == (1, 24, 4, 4)
+    extra = UniversalInvertedBottleneck(16, 24, start_kernel=3, kernel_size=5, stride=2, mid_chs=64, layer_scale=0.5)
+    assert extra.dw_start.conv.stride == (1, 1) and extra.dw_mid.conv.stride == (2, 2)  # stride on the middle dw
+    assert torch.equal(extra.layer_scale.gamma, torch.full((24,), 0.5))
+    with pytest.raises(ValueError, match="strided UniversalInvertedBottleneck needs"):
+        UniversalInvertedBottleneck(16, 16, start_kernel=0, kernel_size=0, stride=2)
+    hybrid = build_config("mobilenet_v4_hybrid_medium")
+    mqa = hybrid.stages[2][4]
+    assert isinstance(mqa, MobileMultiQueryAttention.Config) and (mqa.num_heads, mqa.key_dim, mqa.kv_stride) == (
+        4, 64, 2)
+    assert hybrid.stages[3][8].kv_stride == 1 and mqa.layer_scale == 1e-5 and hybrid.stages[1][0].layer_scale == 1e-5
+    block = mqa.build().eval()
+    x = torch.randn(2, 160, 6, 6)
+    assert block.key_proj.weight.shape == (64, 160, 1, 1) and block.query_proj.weight.shape == (256, 160, 1, 1)
+    torch.nn.init.ones_(block.layer_scale.gamma)
+    with torch.no_grad():
+        out = block(x)
+        # each query head attends over the same (downsampled) keys and values: the heads' outputs, one per head
+        y = block.norm(x)
+        q = block.query_proj(y).reshape(2, 4, 64, 36)
+        k = block.key_proj(block.key_down(y)).reshape(2, 64, 9)
+        v = block.value_proj(block.value_down(y)).reshape(2, 64, 9)
+        heads = [torch.softmax(q[:, h].transpose(1, 2) @ k / 8.0, -1) @ v.transpose(1, 2) for h in range(4)]
+        expected = block.out_proj(torch.cat([o.transpose(1, 2) for o in heads], 1).reshape(2, 256, 6, 6)) + x
+    torch.testing.assert_close(out, expected)
+    assert build_config("mobilenet_v4_hybrid_large").stages[0][0].act == "gelu"

@@ -32,7 +32,15 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import references as ref
-from ..blocks import BlockConfig, DepthwiseSeparable, FusedMobileBlock, MobileBlock
+from ..blocks import (
+    BlockConfig,
+    ConvBN,
+    DepthwiseSeparable,
+    FusedMobileBlock,
+    MobileBlock,
+    MobileMultiQueryAttention,
+    UniversalInvertedBottleneck,
+)
 from ..registry import get_spec
 from ..specs import ModelConfig
 from .base import ConversionError, Converter, KeyMap, conv1x1_as_linear
@@ -99,6 +107,16 @@ for _v in ("b0", "b1", "b2", "b3"):
         True, ref.EFFICIENTNET_V2_BASE, **_scaling(f"efficientnet_v2_{_v}")))
 
 
+# MobileNetV4 (_gen_mobilenet_v4): timm's layers, the stem fixed below width 1; every MobileNetV4 timm registers
+# except the anti-aliased ``conv_aa_*`` / ``conv_blur_*`` models (their downsampling inserts an average-pool or
+# blur layer after each strided conv, a layer we do not have).
+for _size, _widths in (("conv_small", (0.35, 0.5, 1.0)), ("conv_medium", (1.0,)), ("conv_large", (1.0,)),
+                       ("hybrid_medium", (0.75, 1.0)), ("hybrid_large", (0.75, 1.0))):
+    for _w in _widths:
+        _tag = "" if _w == 1.0 else f"_{round(_w * 100):03d}"
+        SOURCES[f"mobilenetv4_{_size}{_tag}"] = (ref.width_name(f"mobilenet_v4_{_size}", _w), _options(
+            False, width_mult=_w, stem_scaled=_w >= 1.0))
+
 # Per block config type: (our layer, timm conv, timm norm) in order; ``None`` convs mark where timm's ``se`` sits.
 _Layers = list[tuple[str, str | None, str | None]]
 
@@ -120,10 +138,45 @@ def _fused_mobile_block(b: FusedMobileBlock.Config) -> _Layers:
     return [("conv_exp", "conv_exp", "bn1"), ("se", None, None), ("conv_pwl", "conv_pwl", "bn2")]
 
 
+def _conv_bn(b: ConvBN.Config) -> _Layers:  # timm's ConvBnAct; our ConvBN is itself the conv + norm
+    return [("", "conv", "bn1")]
+
+
+def _uib(b: UniversalInvertedBottleneck.Config) -> _Layers:  # timm's UniversalInvertedResidual, ConvNormAct layers
+    layers = [("dw_start", "dw_start.conv", "dw_start.bn")] if b.start_kernel else []
+    layers.append(("pw_exp", "pw_exp.conv", "pw_exp.bn"))
+    if b.kernel_size:
+        layers.append(("dw_mid", "dw_mid.conv", "dw_mid.bn"))
+    return layers + [("pw_proj", "pw_proj.conv", "pw_proj.bn")]
+
+
+def _mqa(b: MobileMultiQueryAttention.Config) -> _Layers:  # timm's MobileAttention around MultiQueryAttention2d
+    down = [("key_down", "attn.key.down_conv", "attn.key.norm"),
+            ("value_down", "attn.value.down_conv", "attn.value.norm")] if b.kv_stride > 1 else []
+    return down
+
+
 LAYERS: dict[type[BlockConfig], Callable[[Any], _Layers]] = {
     DepthwiseSeparable.Config: _depthwise_separable,
     MobileBlock.Config: _mobile_block,
     FusedMobileBlock.Config: _fused_mobile_block,
+    ConvBN.Config: _conv_bn,
+    UniversalInvertedBottleneck.Config: _uib,
+    MobileMultiQueryAttention.Config: _mqa,
+}
+
+
+def _mqa_rest(km: KeyMap, ours: str, theirs: str, b: MobileMultiQueryAttention.Config) -> None:
+    """Mobile MQA's norm and bias-free 1x1 projections (timm: ``norm``, ``attn.{query,key,value,output}.proj``)."""
+    km.bn(f"{ours}.norm", f"{theirs}.norm")
+    for name in ("query", "key", "value"):
+        km.conv(f"{ours}.{name}_proj", f"{theirs}.attn.{name}.proj")
+    km.conv(f"{ours}.out_proj", f"{theirs}.attn.output.proj")
+
+
+# Per block config type, the tensors that are not a conv + norm pair (after those): attention, layer scale.
+EXTRAS: dict[type[BlockConfig], Callable[[KeyMap, str, str, Any], None]] = {
+    MobileMultiQueryAttention.Config: _mqa_rest,
 }
 
 
@@ -133,9 +186,13 @@ def _block(km: KeyMap, ours: str, theirs: str, b: BlockConfig) -> None:
         raise ValueError(f"no timm layout for block {type(b).__qualname__}")
     for name, conv, bn in LAYERS[type(b)](b):
         if conv is not None:
-            km.conv_bn(f"{ours}.{name}", f"{theirs}.{conv}", f"{theirs}.{bn}")
+            km.conv_bn(f"{ours}.{name}" if name else ours, f"{theirs}.{conv}", f"{theirs}.{bn}")
         elif b.se_chs:
             km.se(f"{ours}.se", f"{theirs}.se.conv_reduce", f"{theirs}.se.conv_expand")
+    if type(b) in EXTRAS:
+        EXTRAS[type(b)](km, ours, theirs, b)
+    if getattr(b, "layer_scale", 0.0):
+        km.add(f"{ours}.layer_scale.gamma", f"{theirs}.layer_scale.gamma")
 
 
 def key_map(config: ModelConfig, model: str) -> KeyMap:
@@ -150,7 +207,9 @@ def key_map(config: ModelConfig, model: str) -> KeyMap:
         for r in range(config.head_repeats):
             ours = "head" if config.head_repeats == 1 else f"head.{r}"
             km.conv_bn(ours, f"blocks.{last}.{r}.conv", f"blocks.{last}.{r}.bn1")
-        km.conv("pre_logits.fc", "conv_head", bias=True, transform=conv1x1_as_linear)  # a 1x1 conv in timm
+        km.conv("pre_logits.fc", "conv_head", bias=not config.head_norm, transform=conv1x1_as_linear)  # 1x1 conv
+        if config.head_norm:  # MobileNetV4: BatchNorm after it
+            km.bn("pre_logits.bn", "norm_head")
     elif config.head_chs:
         km.conv_bn("head", "conv_head", "bn2")
     if config.num_classes:
