@@ -9,7 +9,7 @@ model and the resolver need no change. ``mid_chs=None`` means "no expansion laye
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -377,8 +377,10 @@ class MobileMultiQueryAttention(nn.Module):
         self.has_skip = in_chs == out_chs
         self.norm = nn.BatchNorm2d(in_chs, eps=opts.bn_eps, momentum=opts.bn_momentum)
 
+        kv_opts = replace(opts, downsample="stride")  # keys/values stride in their conv (timm: no aa there)
+
         def down() -> nn.Module:
-            return ConvNormAct(in_chs, in_chs, kernel_size, kv_stride, in_chs, act="identity", opts=opts) \
+            return ConvNormAct(in_chs, in_chs, kernel_size, kv_stride, in_chs, act="identity", opts=kv_opts) \
                 if kv_stride > 1 else nn.Identity()
 
         self.query_proj = nn.Conv2d(in_chs, num_heads * key_dim, 1, bias=False)

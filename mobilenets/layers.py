@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 Padding = Literal["symmetric", "same"]
+Downsample = Literal["stride", "avg", "blur"]
+DOWNSAMPLES = ("stride", "avg", "blur")
 ACTIVATIONS = ("relu", "relu6", "hard_swish", "silu", "sigmoid", "hard_sigmoid", "gelu", "identity")
 
 
@@ -81,11 +83,17 @@ class LayerOptions:
 
     ``padding="same"`` is TensorFlow's SAME padding (asymmetric for even totals, computed from the input size);
     ``"symmetric"`` pads ``dilation * (kernel - 1) // 2`` on every side (torchvision, timm's PyTorch-trained models).
+
+    ``downsample`` is how a strided ``ConvNormAct`` reduces the resolution: ``"stride"`` in the convolution
+    itself; ``"avg"`` / ``"blur"`` run the convolution at stride 1 and downsample after the activation with a
+    2x2 average pool or a fixed 3x3 binomial blur (``BlurPool``), the anti-aliasing of Zhang, 2019, "Making
+    Convolutional Networks Shift-Invariant Again" (timm's ``aa_layer="avg"`` / ``"blurpc"``).
     """
 
     padding: Padding = "symmetric"
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
+    downsample: Downsample = "stride"
 
 
 DEFAULT_LAYER_OPTIONS = LayerOptions()
@@ -134,11 +142,47 @@ def conv2d(
     return pad, conv
 
 
+class BlurPool(nn.Module):
+    """Blur, then subsample by 2: the fixed depthwise 3x3 binomial filter ``[1, 2, 1]^T [1, 2, 1] / 16`` at stride 2
+    with one pixel of zero padding (Zhang, 2019, "Making Convolutional Networks Shift-Invariant Again"; timm's
+    ``BlurPool2d(pad_mode="constant")``, ``aa_layer="blurpc"``).
+
+    The binomial filter is two 2x2 box filters in a row, so it is computed as two average pools (the first pads with
+    zeros and counts them): no weights and no buffer, so nothing to learn, store, convert or fill after a model built
+    on the meta device is loaded with ``assign=True`` (a buffer would stay on the meta device there).
+    """
+
+    def __init__(self, channels: int, stride: int = 2) -> None:
+        super().__init__()
+        if stride != 2:
+            raise ValueError(f"BlurPool downsamples by 2, got stride {stride}")
+        self.channels, self.stride = channels, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.avg_pool2d(x, 2, stride=1, padding=1, count_include_pad=True)
+        return F.avg_pool2d(x, 2, stride=2)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, stride={self.stride}"
+
+
+def make_downsample(kind: str, channels: int, stride: int) -> nn.Module:
+    """The layer after a strided conv that runs at stride 1 (``LayerOptions.downsample``); ``nn.Identity`` if none."""
+    if kind not in DOWNSAMPLES:
+        raise ValueError(f"unknown downsample {kind!r}; expected one of {', '.join(DOWNSAMPLES)}")
+    if kind == "stride" or stride == 1:
+        return nn.Identity()
+    if kind == "avg":
+        return nn.AvgPool2d(stride)
+    return BlurPool(channels, stride)
+
+
 class ConvNormAct(nn.Sequential):
     """Convolution → BatchNorm → activation, the unit every MobileNet layer is made of.
 
-    Children are named ``pad`` (no parameters), ``conv``, ``bn`` and ``act``, so state-dict keys read
-    ``<layer>.conv.weight`` and ``<layer>.bn.running_var``.
+    Children are named ``pad`` (no parameters), ``conv``, ``bn``, ``act`` and ``aa`` (``nn.Identity`` unless a
+    strided layer downsamples after the activation, ``LayerOptions.downsample``; no persistent state), so state-dict
+    keys read ``<layer>.conv.weight`` and ``<layer>.bn.running_var``.
     """
 
     def __init__(
@@ -152,12 +196,16 @@ class ConvNormAct(nn.Sequential):
         act: str = "relu",
         opts: LayerOptions = DEFAULT_LAYER_OPTIONS,
     ) -> None:
-        pad, conv = conv2d(in_chs, out_chs, kernel_size, stride, dilation, groups, bias=False, padding=opts.padding)
+        aa = make_downsample(opts.downsample, out_chs, stride)
+        conv_stride = stride if isinstance(aa, nn.Identity) else 1
+        pad, conv = conv2d(in_chs, out_chs, kernel_size, conv_stride, dilation, groups, bias=False,
+                           padding=opts.padding)
         super().__init__()
         self.pad = pad
         self.conv = conv
         self.bn = nn.BatchNorm2d(out_chs, eps=opts.bn_eps, momentum=opts.bn_momentum)
         self.act = make_activation(act)
+        self.aa = aa
 
 
 class SqueezeExcite(nn.Module):
@@ -204,6 +252,8 @@ class DropPath(nn.Module):
 
 __all__ = [
     "ACTIVATIONS",
+    "DOWNSAMPLES",
+    "BlurPool",
     "ConvNormAct",
     "DropPath",
     "LayerOptions",
@@ -214,4 +264,5 @@ __all__ = [
     "h_sigmoid",
     "h_swish",
     "make_activation",
+    "make_downsample",
 ]

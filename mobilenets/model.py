@@ -30,7 +30,8 @@ class MobileNet(nn.Module):
         self.pretrained_cfg: dict[str, Any] | None = None
         opts = config.options.layer_options
 
-        self.stem = ConvNormAct(config.in_chans, config.stem_chs, 3, 2, act=config.stem_act, opts=opts)
+        stem_opts = replace(opts, downsample="stride")  # the stem always strides in its conv (timm: no aa there)
+        self.stem = ConvNormAct(config.in_chans, config.stem_chs, 3, 2, act=config.stem_act, opts=stem_opts)
         self.stages = nn.Sequential(*(nn.Sequential(*(b.build(opts) for b in stage)) for stage in config.stages))
         self.head = self._make_head(config)
         self.pool = nn.AdaptiveAvgPool2d(1)

@@ -105,6 +105,14 @@ for _size, _widths, _res in (("conv_small", (1.0, 0.35, 0.5), 224), ("conv_mediu
         register(ref.width_name(f"mobilenet_v4_{_size}", _w), f"mobilenet_v4_{_size}",
                  replace(_V4, width_mult=_w, stem_scaled=_w >= 1.0), 0.2, _res,
                  f"MobileNetV4-{_size.replace('_', ' ').title().replace(' ', '-')} at width {_w} (Qin et al., 2024).")
+# timm's anti-aliased MobileNetV4-Conv models: every strided block conv runs at stride 1 and is followed by a 2x2
+# average pool (``aa``) or a 3x3 blur (``blur``), Zhang, 2019; the tables are Conv-M's and Conv-L's.
+for _name, _size, _down, _res in (("conv_aa_medium", "conv_medium", "avg", 256),
+                                  ("conv_blur_medium", "conv_medium", "blur", 224),
+                                  ("conv_aa_large", "conv_large", "avg", 448)):
+    register(f"mobilenet_v4_{_name}", f"mobilenet_v4_{_size}", replace(_V4, downsample=_down), 0.2, _res,
+             f"MobileNetV4-{_size.replace('_', ' ').title().replace(' ', '-')} with {_down} anti-aliased "
+             "downsampling (Qin et al., 2024; timm).")
 
 
 def list_models(pattern: str = "*") -> list[str]:

@@ -23,7 +23,7 @@ from .blocks import (
     MobileMultiQueryAttention,
     UniversalInvertedBottleneck,
 )
-from .layers import ACTIVATIONS, LayerOptions, adjust_channels
+from .layers import ACTIVATIONS, DOWNSAMPLES, LayerOptions, adjust_channels
 
 # ----------------------------------------------------------------------------------------------------------------
 # Table rows and stages
@@ -477,7 +477,8 @@ class Options:
         fix_first_last: do not depth-scale the first and last stage (EfficientNet-Lite, timm's MobileNetV2 d-models).
         repeats: per table row, replaces the paper's repeats (before depth scaling).
         kernel_sizes: per table row, replaces the paper's depthwise kernel size.
-        padding, bn_eps, bn_momentum: see ``layers.LayerOptions``.
+        padding, bn_eps, bn_momentum, downsample: see ``layers.LayerOptions`` (``downsample`` applies to the
+            blocks' strided convs, not to the stem; MobileNetV4's anti-aliased timm models use ``"avg"``/``"blur"``).
     """
 
     width_mult: float = 1.0
@@ -499,6 +500,7 @@ class Options:
     padding: Literal["symmetric", "same"] = "symmetric"
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
+    downsample: Literal["stride", "avg", "blur"] = "stride"
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -544,6 +546,7 @@ class Options:
             "se_width": ("block_input", "expanded"),
             "head_scaling": ("scaled", "at_least", "fixed", "none"),
             "padding": ("symmetric", "same"),
+            "downsample": DOWNSAMPLES,
         }
         for name, allowed in choices.items():
             if not isinstance(getattr(self, name), str) or getattr(self, name) not in allowed:
@@ -570,7 +573,7 @@ class Options:
 
     @property
     def layer_options(self) -> LayerOptions:
-        return LayerOptions(self.padding, self.bn_eps, self.bn_momentum)
+        return LayerOptions(self.padding, self.bn_eps, self.bn_momentum, self.downsample)
 
 
 # ----------------------------------------------------------------------------------------------------------------

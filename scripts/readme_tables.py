@@ -31,8 +31,10 @@ def _profile(name: str, size: int, source: str | None = None) -> tuple[int, int]
     from mobilenets.convert import source_config
 
     config = source_config(source) if source else build_config(name)
-    # the counts depend on the blocks, stem and head only: weights converted from several libraries share them
-    return _count(replace(config, name="", options=Options()), size)
+    # the counts depend on the blocks, stem and head, and on where strided layers downsample (in the conv or after
+    # it): weights converted from several libraries share them
+    options = Options(downsample=config.options.downsample)
+    return _count(replace(config, name="", options=options), size)
 
 
 @cache

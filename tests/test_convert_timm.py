@@ -14,6 +14,7 @@ from conftest import PARITY_SIZE, assert_converts_exactly, randomize_bn, relativ
 
 from mobilenets.checkpoint import from_checkpoint
 from mobilenets.convert import ConversionError, convert_file, convert_state_dict, get_source, supported_sources
+from mobilenets.model import MobileNet
 
 timm = pytest.importorskip("timm")
 
@@ -31,14 +32,13 @@ TIMM_PATTERNS = (
     r"efficientnetv2_(?!rw_).*",
     r"tf_efficientnetv2_.*",
     r"mobilenetv4_(conv|hybrid)_(small|medium|large)(_\d{3})?",
+    r"mobilenetv4_conv_(aa|blur)_(medium|large)",
 )
-# Registered by timm but not converted: their anti-aliased downsampling (an average-pool or blur layer after each
-# strided conv) is a layer we do not have.
-UNSUPPORTED = ("mobilenetv4_conv_aa_large", "mobilenetv4_conv_aa_medium", "mobilenetv4_conv_blur_medium")
 
 # Conversions that also go through the files: timm weights -> convert_file -> .safetensors -> from_checkpoint.
 ROUND_TRIP = ("timm:mobilenetv1_100h", "timm:mobilenetv3_small_050", "timm:tf_efficientnet_lite0",
-              "timm:tf_efficientnetv2_b1", "timm:mobilenetv4_hybrid_medium_075")
+              "timm:tf_efficientnetv2_b1", "timm:mobilenetv4_hybrid_medium_075",
+              "timm:mobilenetv4_conv_blur_medium")
 
 
 def _timm_model(source: str) -> torch.nn.Module:
@@ -60,7 +60,7 @@ def _input() -> torch.Tensor:
 
 def test_every_timm_model_is_supported() -> None:
     expected = {n for n in timm.list_models() if any(re.fullmatch(p, n) for p in TIMM_PATTERNS)}
-    assert set(timm.list_models("mobilenetv4_*")) - expected == set(UNSUPPORTED)
+    assert set(timm.list_models("mobilenetv4_*")) <= expected  # issue 7: every MobileNetV4 timm registers
     assert {s.split(":")[1] for s in SOURCES} == expected
     unmatched = [p for p in TIMM_PATTERNS if not any(re.fullmatch(p, n) for n in timm.list_models())]
     assert not unmatched, f"patterns that match no timm model (renamed in timm?): {unmatched}"
@@ -87,6 +87,22 @@ def test_file_round_trip(source: str, tmp_path) -> None:
     with torch.no_grad():
         expected, actual = ref.double()(x), loaded.double()(x)
     assert relative_error(expected, actual) < 1e-9
+
+
+@pytest.mark.parametrize(("name", "down", "layer"), [("mobilenetv4_conv_aa_medium", "avg", "AvgPool2d"),
+                                                     ("mobilenetv4_conv_blur_medium", "blur", "BlurPool")])
+def test_anti_aliased_downsampling_matches_timm(name: str, down: str, layer: str) -> None:
+    """timm's ``aa`` layers and ours sit on the same convs (stride moved off the conv), none in the state dict."""
+    ours = get_source(f"timm:{name}")
+    assert ours.options["downsample"] == down
+    ref = timm.create_model(name, pretrained=False)
+    model = MobileNet(convert_state_dict(ref.state_dict(), f"timm:{name}")[0])
+    theirs = sorted(n.replace("blocks.", "").removesuffix(".aa") for n, m in ref.named_modules()
+                    if n.endswith(".aa") and not isinstance(m, torch.nn.Identity))
+    mine = [n for n, m in model.named_modules() if n.endswith(".aa") and type(m).__name__ == layer]
+    assert len(mine) == len(theirs) == 4  # the strided blocks of Conv-M after the stem
+    assert model.stem.conv.stride == (2, 2) and all(model.get_submodule(n[:-3]).conv.stride == (1, 1) for n in mine)
+    assert not any(k.endswith(("filt", ".aa")) for k in model.state_dict())
 
 
 @pytest.fixture(scope="module")

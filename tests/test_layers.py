@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import mobilenets
 from mobilenets import ConvNormAct, LayerOptions, SqueezeExcite, adjust_channels, build_config, h_sigmoid, h_swish
-from mobilenets.layers import DropPath, PadSame, make_activation
+from mobilenets.layers import BlurPool, DropPath, PadSame, make_activation, make_downsample
 
 
 @pytest.mark.parametrize(
@@ -84,6 +84,39 @@ def test_symmetric_padding_keeps_shape():
     layer = ConvNormAct(3, 4, 5, 1)
     assert layer(torch.randn(1, 3, 11, 13)).shape == (1, 4, 11, 13)
     assert layer.conv.padding == (2, 2)
+
+
+@pytest.mark.parametrize("size", [7, 8, 13, 16])
+def test_blur_pool_is_the_binomial_filter_at_stride_2(size):
+    """Two box pools equal the 3x3 filter [1,2,1]x[1,2,1]/16, zero-padded by one, at stride 2 (Zhang, 2019)."""
+    x = torch.randn(2, 5, size, size + 1, dtype=torch.float64)
+    taps = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64)
+    filt = (taps[:, None] * taps[None, :] / 16).expand(5, 1, 3, 3)
+    expected = F.conv2d(x, filt, stride=2, padding=1, groups=5)
+    torch.testing.assert_close(BlurPool(5)(x), expected, rtol=1e-12, atol=1e-12)
+    assert not list(BlurPool(5).parameters()) and not list(BlurPool(5).buffers())
+    with pytest.raises(ValueError, match="stride 3"):
+        BlurPool(5, 3)
+
+
+@pytest.mark.parametrize("down, layer", [("stride", torch.nn.Identity), ("avg", torch.nn.AvgPool2d),
+                                         ("blur", BlurPool)])
+def test_downsample_moves_the_stride_after_the_activation(down, layer):
+    """timm's aa_layer: the conv runs at stride 1, then ``aa`` downsamples; a stride-1 layer never gets one."""
+    opts = LayerOptions(downsample=down)
+    strided, plain = ConvNormAct(4, 6, 3, 2, opts=opts), ConvNormAct(4, 6, 3, 1, opts=opts)
+    assert type(strided.aa) is layer and isinstance(plain.aa, torch.nn.Identity)
+    assert strided.conv.stride == ((2, 2) if down == "stride" else (1, 1))
+    assert list(strided.state_dict()) == list(ConvNormAct(4, 6, 3, 2).state_dict())
+    strided.eval()
+    x = torch.randn(1, 4, 16, 16)
+    out = strided(x)
+    assert out.shape == (1, 6, 8, 8)
+    if down == "avg":
+        full = strided.act(strided.bn(strided.conv(x)))
+        torch.testing.assert_close(out, F.avg_pool2d(full, 2))
+    with pytest.raises(ValueError, match="max"):
+        make_downsample("max", 4, 2)
 
 
 def test_squeeze_excite_scales_per_channel():

@@ -188,6 +188,8 @@ def test_unknown_option_is_named():
 
 @pytest.mark.parametrize("kw, match", [
     (dict(padding="valid"), "padding"),
+    (dict(downsample="max"), "downsample"),
+    (dict(downsample=None), "downsample"),
     (dict(width_mult=0), "width_mult"),
     (dict(drop_rate=1.5), "drop_rate"),
     (dict(act="mish"), "act"),  # gelu is known since MobileNetV4-Hybrid-L
@@ -322,6 +324,23 @@ def test_checkpoint_round_trip(tmp_path):
         create_model("mobilenet_v3_small", checkpoint_path=path, padding="symmetric")
     with pytest.raises(CheckpointError, match="num_classes"):
         create_model("mobilenet_v3_small", checkpoint_path=path, num_classes=5)
+
+
+@pytest.mark.parametrize("name, down", [("mobilenet_v4_conv_aa_medium", "avg"),
+                                        ("mobilenet_v4_conv_blur_medium", "blur")])
+def test_downsample_option_round_trips_through_a_checkpoint(tmp_path, name, down):
+    model = create_model(name, num_classes=10).eval()
+    assert model.config.options.downsample == down and model.stem.conv.stride == (2, 2)
+    path = save_checkpoint(model, tmp_path / "m.safetensors", source="test")
+    loaded = from_checkpoint(path).eval()
+    assert loaded.config.options.downsample == down
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(loaded(x), model(x))
+    with pytest.raises(CheckpointError, match="downsample"):
+        create_model(name, checkpoint_path=path, downsample="stride")
+    plain = create_model("mobilenet_v4_conv_medium", num_classes=10, downsample=down).eval()
+    plain.load_state_dict(model.state_dict())  # the same keys: the downsampling layers have no state
+    torch.testing.assert_close(plain(x), model(x))
 
 
 def test_corrupt_and_foreign_checkpoints(tmp_path):

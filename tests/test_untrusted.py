@@ -93,6 +93,8 @@ BAD_METADATA = [
     ("momentum_2", dict(options=dict(bn_momentum=2.0)), "bn_momentum"),
     ("round_limit_nan", dict(options=dict(round_limit=math.nan)), "round_limit"),
     ("padding_list", dict(options=dict(padding=["same"])), "padding"),
+    ("downsample_unknown", dict(options=dict(downsample="maxpool")), "downsample"),
+    ("downsample_bool", dict(options=dict(downsample=True)), "downsample"),
     ("act_dict", dict(options=dict(act={"x": 1})), "act"),
     ("repeats_1000", dict(options=dict(repeats=[1000] * 9)), "repeats"),
     ("repeats_float", dict(options=dict(repeats=[1.5] * 9)), "repeats"),

@@ -107,15 +107,19 @@ for _v in ("b0", "b1", "b2", "b3"):
         True, ref.EFFICIENTNET_V2_BASE, **_scaling(f"efficientnet_v2_{_v}")))
 
 
-# MobileNetV4 (_gen_mobilenet_v4): timm's layers, the stem fixed below width 1; every MobileNetV4 timm registers
-# except the anti-aliased ``conv_aa_*`` / ``conv_blur_*`` models (their downsampling inserts an average-pool or
-# blur layer after each strided conv, a layer we do not have).
+# MobileNetV4 (_gen_mobilenet_v4): timm's layers, the stem fixed below width 1; every MobileNetV4 timm registers.
 for _size, _widths in (("conv_small", (0.35, 0.5, 1.0)), ("conv_medium", (1.0,)), ("conv_large", (1.0,)),
                        ("hybrid_medium", (0.75, 1.0)), ("hybrid_large", (0.75, 1.0))):
     for _w in _widths:
         _tag = "" if _w == 1.0 else f"_{round(_w * 100):03d}"
         SOURCES[f"mobilenetv4_{_size}{_tag}"] = (ref.width_name(f"mobilenet_v4_{_size}", _w), _options(
             False, width_mult=_w, stem_scaled=_w >= 1.0))
+# The anti-aliased ones (``aa_layer="avg"`` / ``"blurpc"``): timm moves each strided block conv's stride to an
+# ``aa`` layer after its norm + activation; neither layer has state-dict entries (the blur filter is a
+# non-persistent buffer), so the key map is Conv-M's / Conv-L's.
+for _name, _size, _down in (("conv_aa_medium", "conv_medium", "avg"), ("conv_blur_medium", "conv_medium", "blur"),
+                            ("conv_aa_large", "conv_large", "avg")):
+    SOURCES[f"mobilenetv4_{_name}"] = (f"mobilenet_v4_{_name}", _options(False, downsample=_down))
 
 # Per block config type: (our layer, timm conv, timm norm) in order; ``None`` convs mark where timm's ``se`` sits.
 _Layers = list[tuple[str, str | None, str | None]]
