@@ -18,10 +18,11 @@ from .blocks import (
 )
 from .checkpoint import CheckpointError, from_checkpoint, save_checkpoint
 from .data import eval_transform, imagenet_categories
+from .factory import create_model
 from .layers import ConvNormAct, DropPath, LayerOptions, SqueezeExcite, adjust_channels, h_sigmoid, h_swish
 from .model import MobileNet
 from .pretrained import PretrainedError, download_pretrained, get_cache_dir, get_pretrained_cfg, list_pretrained
-from .registry import build_config, create_model, get_spec, list_models
+from .registry import build_config, get_spec, list_models
 from .specs import ARCHITECTURES, Architecture, ModelConfig, Options, Row, resolve
 
 __version__ = "0.1.0"

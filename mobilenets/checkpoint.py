@@ -10,6 +10,7 @@ then are tensors read, and floating tensors holding NaN or infinity are refused 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -26,12 +27,13 @@ from torch import nn
 
 from .data import adapt_pretrained_cfg, validate_pretrained_cfg
 from .model import MobileNet
-from .registry import build_config, check_build_arguments, check_option_names, get_spec
+from .registry import build_config, check_arguments, check_build_arguments, get_spec
 from .specs import MAX_IN_CHANS, MAX_NUM_CLASSES, ModelConfig, Options
 from .statedict import SHOWN, KeyReport, compare
 
 FORMAT = "mobilenets"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: records ``architecture_sha256``
+READABLE_VERSIONS = ("1", FORMAT_VERSION)  # 1: no fingerprint, loaded as before
 MAX_HEADER_BYTES = 16 << 20  # safetensors JSON header: tensor index plus our metadata (ours are ~50 kB)
 FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 INT_DTYPES = {"I64": torch.int64}  # BatchNorm's num_batches_tracked
@@ -124,6 +126,20 @@ def glob_escape(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
 
 
+def architecture_fingerprint(config: ModelConfig) -> str:
+    """SHA-256 of a canonical JSON of the resolved architecture: stem, every block's config, head.
+
+    Stored as metadata ``architecture_sha256``: options alone do not pin an architecture, since a table edited
+    since the file was written resolves the same options into other blocks. Rates (dropout, stochastic depth) and
+    the classifier size, which are free or recorded on their own, are left out.
+    """
+    stages = [[[type(b).__name__, {k: v for k, v in sorted(b.kwargs().items()) if k != "drop_path"}] for b in stage]
+              for stage in config.stages]
+    doc = dict(arch=config.arch, stem=[config.stem_chs, config.stem_act], stages=stages,
+               head=[config.head_chs, config.head_act, config.head_repeats, config.head_hidden, config.head_norm])
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def checkpoint_metadata(config: ModelConfig, source: str | None = None, **extra: Any) -> dict[str, str]:
     """The metadata we record: model name, options, classifier size, input channels, source, and ``extra``.
 
@@ -144,6 +160,7 @@ def checkpoint_metadata(config: ModelConfig, source: str | None = None, **extra:
         "num_classes": str(config.num_classes),
         "in_chans": str(config.in_chans),
         "architecture": config.arch,
+        "architecture_sha256": architecture_fingerprint(config),
     }
     if source:
         meta["source"] = source
@@ -215,7 +232,7 @@ def _check_format(path: Path, meta: dict[str, str]) -> None:
             f"`{CONVERT_HINT}` (Python: mobilenets.convert.convert_file)"
         )
     version = meta.get("format_version")
-    if version == FORMAT_VERSION:
+    if version in READABLE_VERSIONS:
         return
     if isinstance(version, str) and version.isascii() and version.isdigit() and int(version) > int(FORMAT_VERSION):
         raise CheckpointError(f"{path} has format_version {version}, newer than this mobilenets reads "
@@ -268,6 +285,22 @@ def checkpoint_config(args: dict[str, Any], origin: str, **kwargs: Any) -> Model
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{origin}: invalid architecture in its metadata: {e}; convert the weights again "
                               f"with `{CONVERT_HINT}`") from None
+
+
+def _check_fingerprint(path: Path, meta: dict[str, str], config: ModelConfig) -> None:
+    """The recorded ``architecture_sha256`` against the one this mobilenets resolves from the recorded options."""
+    recorded = meta.get("architecture_sha256")
+    if recorded is None and meta.get("format_version") == "1":
+        return  # written before fingerprints: the shapes are still checked
+    now = architecture_fingerprint(config)
+    if recorded != now:
+        found = "none" if recorded is None else repr(str(recorded)[:64])
+        raise CheckpointError(
+            f"{path}: its architecture fingerprint (metadata architecture_sha256: {found}) does not match what this "
+            f"mobilenets builds for {config.name} with the recorded options ({now}): the architecture table changed "
+            "since the file was written, so its weights would not mean what they did. Convert the original weights "
+            f"again with `{CONVERT_HINT}`, or load the file with the mobilenets version that wrote it"
+        )
 
 
 def _check_pretrained_cfg(meta: dict[str, str], origin: str) -> None:
@@ -326,13 +359,15 @@ def read_checkpoint(
             meta = f.metadata() or {}
             _check_format(path, meta)
             args = checkpoint_arguments(meta, origin)
-            own = _shape_model(checkpoint_config(args, origin)).state_dict()
+            config = checkpoint_config(args, origin)
+            own = _shape_model(config).state_dict()
             _check_pretrained_cfg(meta, origin)
             index = {}
             for k in f.keys():
                 part = f.get_slice(k)
                 index[k] = (tuple(part.get_shape()), part.get_dtype())
             _check_index(origin, index, own)
+            _check_fingerprint(path, meta, config)  # after the shapes: a crafted file gets the precise report
             tensors = {k: f.get_tensor(k).to(own[k].dtype) for k in index}
     except (SafetensorError, OSError, RuntimeError) as e:
         raise _unreadable(path, e) from None
@@ -395,12 +430,7 @@ def load_checkpoint_into(name: str, path: str | os.PathLike, *, allow_nonfinite:
     Architecture options the caller passes must agree with the file's; the rest are taken from the file.
     ``num_classes`` left at its default (1000) takes the file's. Unknown option names raise ``ValueError``.
     """
-    sizes = {k: kwargs[k] for k in ("num_classes", "in_chans", "drop_path_rate") if k in kwargs}
-    if kwargs.get("drop_rate") is not None:
-        sizes["drop_rate"] = kwargs["drop_rate"]
-    check_build_arguments(**sizes)
-    check_option_names(name, {k: v for k, v in kwargs.items() if k not in (
-        "num_classes", "in_chans", "drop_rate", "drop_path_rate")})
+    check_arguments(name, **kwargs)
     meta, tensors = read_checkpoint(path, allow_nonfinite=allow_nonfinite)
     args = checkpoint_arguments(meta, str(path))
     if args["name"] != name:

@@ -29,8 +29,16 @@ from typing import Any
 import torch
 
 from . import __version__
+from .checkpoint import from_checkpoint
+from .convert import add_arguments as add_convert_arguments
+from .convert import run, source_config
 from .data import IMAGENET_1K, EvalTransform, eval_transform, imagenet_categories
+from .factory import create_model
 from .images import DecodeBudget, ImageError, ImageLimits, expand_paths, open_image
+from .model import MobileNet
+from .pretrained import list_pretrained, load_manifest
+from .profile import count_params as count
+from .registry import build_config, get_spec, list_models
 
 PROG = "mobilenets"
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -166,9 +174,6 @@ def choose_weights(model: str | None, pretrained: str | None) -> tuple[str, str 
 
 def load_model(model: str | None, pretrained: str | None, checkpoint: str | None) -> torch.nn.Module:
     """The model asked for on the command line (``--checkpoint`` builds whatever architecture the file records)."""
-    from .checkpoint import from_checkpoint
-    from .registry import create_model, get_spec, list_models
-
     if checkpoint is not None:
         if model is not None:
             get_spec(model)  # an unknown name is reported as such
@@ -350,11 +355,6 @@ def _inference_failed(args: argparse.Namespace, items: Sequence[tuple[str, Image
 
 def count_params(name: str, source: str | None = None) -> int:
     """Parameters of a registered model (or of what a ``LIBRARY:MODEL`` source converts into), built on ``meta``."""
-    from .convert import source_config
-    from .model import MobileNet
-    from .profile import count_params as count
-    from .registry import build_config
-
     class Shapes(MobileNet):
         def reset_parameters(self) -> None:  # random init decomposes slowly on meta, and the values are unused
             pass
@@ -372,8 +372,6 @@ def _glob(pattern: str | None) -> str:
 
 
 def model_rows(pattern: str = "*") -> list[dict[str, Any]]:
-    from .registry import get_spec, list_models
-
     rows = []
     for name in list_models(pattern):
         spec = get_spec(name)
@@ -390,8 +388,6 @@ def _resolution(entry: dict[str, Any]) -> int | None:
 
 
 def pretrained_rows(pattern: str = "*") -> list[dict[str, Any]]:
-    from .pretrained import list_pretrained, load_manifest
-
     manifest = load_manifest()
     rows = []
     for key in list_pretrained(pattern):
@@ -449,8 +445,6 @@ def list_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
 
 def convert_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .convert import run
-
     return run(args, prog=f"{PROG} convert")
 
 
@@ -460,8 +454,6 @@ def convert_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .convert import add_arguments as add_convert_arguments
-
     parser = argparse.ArgumentParser(
         prog=PROG, description="MobileNetV1/V2/V3, EfficientNet and EfficientNetV2 in PyTorch.",
     )

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .registry import get_spec
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -616,8 +618,6 @@ def eval_transform(
     (the size their published accuracy was measured at), as timm's ``use_test_size``.
     """
     if isinstance(model_or_cfg, str):
-        from .registry import get_spec
-
         return _from_cfg({}, get_spec(model_or_cfg).input_size, background)
     if isinstance(model_or_cfg, Mapping):
         return _from_cfg(model_or_cfg, None, background, use_test_size=use_test_size)

@@ -16,15 +16,15 @@ from typing import Any
 
 from torch import nn
 
-from .registry import create_model, get_spec, list_models
+from .factory import create_model
+from .pretrained import get_pretrained_cfg, list_pretrained
+from .registry import get_spec, list_models
 
 __all__ = list_models()
 
 
 def _pretrained_entries(name: str) -> list[dict[str, Any]]:
     """Manifest entries of ``name``, default tag first (through the pretrained module's API)."""
-    from .pretrained import get_pretrained_cfg, list_pretrained
-
     entries = [get_pretrained_cfg(key) for key in list_pretrained(f"{name}.*")]
     return sorted(entries, key=lambda e: (not e.get("default"), e["tag"]))
 

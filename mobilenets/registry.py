@@ -1,17 +1,14 @@
-"""Model names → (table, options, defaults), and ``create_model`` / ``list_models``."""
+"""Model names → (table, options, defaults): ``list_models``, ``get_spec``, ``build_config`` and the one validation of
+``create_model``'s arguments (``check_arguments``). ``create_model`` itself lives in ``factory``, on top."""
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-import os
 from dataclasses import dataclass, replace
 from typing import Any
 
-from torch import nn
-
 from . import references as ref
-from .model import MobileNet
 from .specs import ARCHITECTURES, MAX_IN_CHANS, MAX_NUM_CLASSES, ModelConfig, Options, is_integer, is_number, resolve
 
 
@@ -152,6 +149,35 @@ def check_build_arguments(
             raise ValueError(f"{key} must be in [0, 1), got {value!r}")
 
 
+def check_arguments(
+    name: str,
+    *,
+    num_classes: Any = 1000,
+    in_chans: Any = 3,
+    width_mult: Any = None,
+    depth_mult: Any = None,
+    drop_rate: Any = None,
+    drop_path_rate: Any = 0.0,
+    **options: Any,
+) -> dict[str, Any]:
+    """The one check of ``create_model``'s keyword arguments, on every path (new, checkpoint, pretrained).
+
+    The model name, the option names, and the sizes' and rates' types and ranges (``ValueError`` saying which).
+    Returns the architecture options asked for: ``options`` plus ``width_mult`` / ``depth_mult`` when given, lists
+    as tuples. Their values are checked where they are used (``Options.validate``, or against a file's).
+    """
+    get_spec(name)
+    check_option_names(name, options)
+    check_build_arguments(num_classes=num_classes, in_chans=in_chans, drop_path_rate=drop_path_rate,
+                          drop_rate=0.0 if drop_rate is None else drop_rate)
+    requested = dict(options)
+    requested.update({k: v for k, v in (("width_mult", width_mult), ("depth_mult", depth_mult)) if v is not None})
+    for key in ("repeats", "kernel_sizes"):
+        if isinstance(requested.get(key), list):
+            requested[key] = tuple(requested[key])
+    return requested
+
+
 def build_config(
     name: str,
     *,
@@ -164,70 +190,28 @@ def build_config(
     **options: Any,
 ) -> ModelConfig:
     """Resolve a registered model with user overrides into a ``ModelConfig`` (no module is built)."""
+    requested = check_arguments(name, num_classes=num_classes, in_chans=in_chans, width_mult=width_mult,
+                                depth_mult=depth_mult, drop_rate=drop_rate, drop_path_rate=drop_path_rate, **options)
     spec = get_spec(name)
-    check_option_names(name, options)
-    if width_mult is not None:
-        options["width_mult"] = width_mult
-    if depth_mult is not None:
-        options["depth_mult"] = depth_mult
-    for key in ("repeats", "kernel_sizes"):
-        if isinstance(options.get(key), list):
-            options[key] = tuple(options[key])
-    rate = spec.drop_rate if drop_rate is None else drop_rate
-    check_build_arguments(num_classes=num_classes, in_chans=in_chans, drop_rate=rate, drop_path_rate=drop_path_rate)
     return resolve(
         ARCHITECTURES[spec.arch],
-        replace(spec.options, **options),
+        replace(spec.options, **requested),
         name=name,
         num_classes=num_classes,
         in_chans=in_chans,
-        drop_rate=rate,
+        drop_rate=spec.drop_rate if drop_rate is None else drop_rate,
         drop_path_rate=drop_path_rate,
         input_size=spec.input_size,
     )
 
 
-def create_model(
-    name: str,
-    *,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    width_mult: float | None = None,
-    depth_mult: float | None = None,
-    drop_rate: float | None = None,
-    drop_path_rate: float = 0.0,
-    checkpoint_path: str | None = None,
-    pretrained: bool | str = False,
-    cache_dir: str | os.PathLike | None = None,
-    allow_nonfinite: bool = False,
-    **options: Any,
-) -> nn.Module:
-    """Build a registered model, in train mode, optionally loading a checkpoint or pretrained weights.
+def __getattr__(name: str) -> Any:
+    """``registry.create_model``, where it used to live: a re-export of ``factory.create_model`` (PEP 562).
 
-    Args:
-        name: a name from ``list_models()``.
-        num_classes: classifier outputs (0: no classifier, ``forward`` returns pooled features).
-        in_chans: input channels of the stem.
-        width_mult, depth_mult: override the variant's multipliers.
-        drop_rate: dropout before the classifier (default: the variant's).
-        drop_path_rate: stochastic depth rate of the last block, growing linearly from 0 at the first.
-        checkpoint_path: a ``.safetensors`` file written by mobilenets; its recorded architecture is used.
-        pretrained: ``True`` for the model's default pretrained tag, or a tag from ``list_pretrained()``.
-        cache_dir: where pretrained weights are cached (default ``$MOBILENETS_HOME``, else the torch hub cache).
-        allow_nonfinite: load a checkpoint whose weights hold NaN or infinity (refused by default).
-        **options: architecture options, see ``mobilenets.Options``.
+    The one deferred import in the package: ``factory`` sits above this module, so it cannot be imported here.
     """
-    check_option_names(name, options)  # on every path: a misspelled option is never silently ignored
-    kwargs = dict(num_classes=num_classes, in_chans=in_chans, width_mult=width_mult, depth_mult=depth_mult,
-                  drop_rate=drop_rate, drop_path_rate=drop_path_rate, **options)
-    if pretrained and checkpoint_path is not None:
-        raise ValueError("pass either pretrained or checkpoint_path, not both")
-    if pretrained:
-        from .pretrained import load_pretrained
+    if name == "create_model":
+        from .factory import create_model
 
-        return load_pretrained(name, pretrained, cache_dir=cache_dir, **kwargs)
-    if checkpoint_path is not None:
-        from .checkpoint import load_checkpoint_into
-
-        return load_checkpoint_into(name, checkpoint_path, allow_nonfinite=allow_nonfinite, **kwargs)
-    return MobileNet(build_config(name, **kwargs))
+        return create_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

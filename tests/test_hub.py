@@ -59,8 +59,8 @@ def test_hubconf_dependencies_are_what_the_package_imports() -> None:
     # safetensors.torch.save_file imports to write the converted cache (tests/test_fresh_install.py checks that)
     lazy = {"tqdm", "filelock", "numpy"}
     assert third_party | lazy == listed, (third_party, listed)
-    pretrained = (REPO / "mobilenets" / "pretrained.py").read_text(encoding="utf-8")
-    assert "from tqdm import" in pretrained and "from filelock import" in pretrained
+    cache = (REPO / "mobilenets" / "cache.py").read_text(encoding="utf-8")
+    assert "from tqdm import" in cache and "from filelock import" in cache
     pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
     assert all(f'"{dep}' in pyproject for dep in listed)
 

@@ -216,10 +216,14 @@ def test_config_table_reads_like_the_paper():
 
 
 def test_public_names():
-    from mobilenets import blocks, checkpoint, layers, registry, specs
+    from mobilenets import blocks, cache, checkpoint, factory, layers, manifest, pretrained, registry, specs
 
     assert mobilenets.MobileBlock is blocks.MobileBlock and mobilenets.MobileBlock.Config is blocks.MobileBlock.Config
-    assert mobilenets.create_model is registry.create_model and mobilenets.from_checkpoint is checkpoint.from_checkpoint
+    assert mobilenets.create_model is registry.create_model is factory.create_model
+    assert mobilenets.from_checkpoint is checkpoint.from_checkpoint
+    assert pretrained.load_manifest is manifest.load_manifest and pretrained.get_cache_dir is cache.get_cache_dir
+    assert pretrained.PretrainedError is manifest.PretrainedError
+    assert pretrained.download_deadline is cache.download_deadline
     assert mobilenets.resolve is specs.resolve and mobilenets.SqueezeExcite is layers.SqueezeExcite
     assert mobilenets.adjust_channels(32 * 0.35) == 16 and mobilenets.list_models("mobilenet_v2") == ["mobilenet_v2"]
     assert sorted(mobilenets.__all__) == sorted(set(mobilenets.__all__))  # no name listed twice

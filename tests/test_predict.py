@@ -390,7 +390,7 @@ def test_choose_weights_and_model_tag_selects_the_model(capsys, images, monkeypa
         calls.append((name, kwargs))
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(mobilenets.registry, "create_model", record)
+    monkeypatch.setattr(cli, "create_model", record)
     code, out, err = run_main(capsys, "predict", images["rgb.jpg"], "--pretrained", "mobilenet_v2.tv2_in1k")
     assert code == 1 and calls == [("mobilenet_v2", {"pretrained": "mobilenet_v2.tv2_in1k"})]
     assert err == "mobilenets: error: stop here\n"

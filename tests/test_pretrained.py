@@ -16,13 +16,17 @@ import os
 import socket
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
 
 import mobilenets
+from mobilenets import manifest as mf
 from mobilenets import pretrained as pt
+from mobilenets.checkpoint import owned_temp_prefix
 from mobilenets.convert import get_source, source_config, supported_sources
 from mobilenets.model import MobileNet
 from mobilenets.pretrained import PretrainedError
@@ -97,7 +101,7 @@ def use_manifest(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *entries: dict
         lines.append("")
     path = tmp_path / "manifest.toml"
     path.write_text("\n".join(lines), encoding="utf-8")
-    monkeypatch.setattr(pt, "manifest_path", lambda: path)
+    monkeypatch.setattr(mf, "manifest_path", lambda: path)
     return path
 
 
@@ -347,7 +351,7 @@ def test_interrupted_download_leaves_nothing(tmp_path, monkeypatch, upstream, ho
         calls.append((request.full_url, timeout))
         return FakeResponse(data[: len(data) // 2], len(data), error, home)
 
-    monkeypatch.setattr(pt.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
     expected = KeyboardInterrupt if isinstance(error, KeyboardInterrupt) else PretrainedError
     with pytest.raises(expected) as e:
         mobilenets.create_model(MODEL, pretrained=True)
@@ -364,7 +368,7 @@ def test_interrupted_download_leaves_nothing(tmp_path, monkeypatch, upstream, ho
 def test_killed_runs_work_dirs_are_removed_later(tmp_path, monkeypatch, upstream, home) -> None:
     """Our work folders (prefix + marker) of dead runs go at once, of live runs after a day; others never."""
     use_manifest(monkeypatch, tmp_path, entry("a", upstream["a"].as_uri(), default=True))
-    live = f".tmp-mobilenets-{pt.owned_temp_prefix('').split('-')[2]}-1-"  # pid 1 is alive: only age removes it
+    live = f".tmp-mobilenets-{owned_temp_prefix('').split('-')[2]}-1-"  # pid 1 is alive: only age removes it
     stale, recent, foreign = home / f"{live}killed", home / f"{live}running", home / ".tmp-killed"
     for d in (stale, recent, foreign):
         d.mkdir(parents=True)
@@ -420,9 +424,9 @@ def test_http_error(tmp_path, monkeypatch, home) -> None:
     use_manifest(monkeypatch, tmp_path, entry("net", url, default=True))
 
     def urlopen(request, timeout):
-        raise pt.urllib.error.HTTPError(url, 404, "Not Found", {}, None)
+        raise urllib.error.HTTPError(url, 404, "Not Found", {}, None)
 
-    monkeypatch.setattr(pt.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
     with pytest.raises(PretrainedError, match="HTTP 404 Not Found") as e:
         mobilenets.download_pretrained(MODEL)
     assert url in str(e.value) and str(home / "downloads" / "gone-00000000.pth") in str(e.value)
@@ -475,7 +479,7 @@ def test_progress_bar(tmp_path, monkeypatch, upstream, home) -> None:
     url = "https://example.invalid/mobilenet_v3_small-00000000.pth"
     use_manifest(monkeypatch, tmp_path, entry("net", url, default=True))
     data = upstream["a"].read_bytes()
-    monkeypatch.setattr(pt.urllib.request, "urlopen", lambda request, timeout: FakeResponse(data, len(data), None,
+    monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout: FakeResponse(data, len(data), None,
                                                                                             home))
 
     class Terminal(io.StringIO):

@@ -12,12 +12,15 @@ import io
 import json
 import math
 import os
+import re
 import stat
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,11 +29,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import mobilenets
-from mobilenets import CheckpointError, build_config, create_model, from_checkpoint, save_checkpoint
+from mobilenets import CheckpointError, build_config, cache, create_model, from_checkpoint, save_checkpoint
 from mobilenets import checkpoint as ck
+from mobilenets import manifest as mf
 from mobilenets import pretrained as pt
 from mobilenets.convert import ConversionError, load_source_file
 from mobilenets.pretrained import PretrainedError
+from mobilenets.specs import ARCHITECTURES, Architecture
 
 SMALL = "mobilenet_v1_025"  # 0.47M parameters: crafted files stay small and fast
 MAX_SECONDS = 10.0  # per dangerous case, on a loaded 2-core machine (each takes well under a second when idle)
@@ -107,7 +112,7 @@ BAD_METADATA = [
     ("in_chans_0", dict(meta=dict(in_chans="0")), "in_chans"),
     ("in_chans_negative", dict(meta=dict(in_chans="-3")), "in_chans"),
     ("model_path", dict(meta=dict(model="../../etc/passwd")), "model"),
-    ("format_version_newer", dict(meta=dict(format_version="2")), "format_version"),
+    ("format_version_newer", dict(meta=dict(format_version="3")), "format_version"),
     ("format_version_junk", dict(meta=dict(format_version="1.0-evil")), "format_version"),
     ("cfg_crop_huge", dict(meta=dict(pretrained_cfg=_cfg(crop=100_000))), "crop"),
     ("cfg_resize_str", dict(meta=dict(pretrained_cfg=_cfg(resize="256"))), "resize"),
@@ -130,8 +135,54 @@ def test_crafted_metadata_is_refused(tmp_path, good, kwargs, field) -> None:
 
 def test_newer_format_version_says_upgrade(tmp_path, good) -> None:
     path = craft(good, tmp_path / "new.safetensors", meta=dict(format_version="7"))
-    with pytest.raises(CheckpointError, match=r"format_version 7, newer than this mobilenets reads \(1\): upgrade"):
+    with pytest.raises(CheckpointError, match=r"format_version 7, newer than this mobilenets reads \(2\): upgrade"):
         from_checkpoint(path)
+
+
+def _edited_v1_table() -> Architecture:
+    """MobileNetV1's table with its first row's stride changed: other blocks, the very same weight shapes."""
+    arch = ARCHITECTURES["mobilenet_v1"]
+    row = arch.stages[0][0]
+    return replace(arch, stages=((replace(row, stride=3 - row.stride), *arch.stages[0][1:]), *arch.stages[1:]))
+
+
+def test_checkpoint_records_architecture_fingerprint(good) -> None:
+    meta, _ = raw(good)
+    assert meta["format_version"] == ck.FORMAT_VERSION == "2"
+    assert re.fullmatch(r"[0-9a-f]{64}", meta["architecture_sha256"])
+    assert meta["architecture_sha256"] == ck.architecture_fingerprint(build_config(SMALL, num_classes=10))
+    assert ck.architecture_fingerprint(build_config(SMALL, num_classes=10, drop_path_rate=0.5)) \
+        == meta["architecture_sha256"]  # rates are free to change
+    assert ck.architecture_fingerprint(build_config(SMALL, width_mult=0.5)) != meta["architecture_sha256"]
+
+
+def test_edited_table_refuses_old_checkpoint(good, monkeypatch) -> None:
+    before = from_checkpoint(good)
+    monkeypatch.setitem(ARCHITECTURES, "mobilenet_v1", _edited_v1_table())
+    edited = create_model(SMALL, num_classes=10)
+    assert {k: v.shape for k, v in edited.state_dict().items()} == {k: v.shape for k, v in before.state_dict().items()}
+    assert edited.config.stages != before.config.stages  # only the fingerprint tells them apart
+    expected = rf"{re.escape(str(good))}: its architecture fingerprint .* table changed .*mobilenets convert"
+    for load in (lambda: from_checkpoint(good), lambda: create_model(SMALL, checkpoint_path=str(good))):
+        with pytest.raises(CheckpointError, match=expected):
+            load()
+    monkeypatch.undo()  # the table as it was: the file loads again, with the same weights
+    after = from_checkpoint(good)
+    assert all(torch.equal(t, before.state_dict()[k]) for k, t in after.state_dict().items())
+
+
+def test_format_1_without_fingerprint_loads(tmp_path, good, monkeypatch) -> None:
+    meta, tensors = raw(good)
+    del meta["architecture_sha256"]
+    save_file(tensors, str(tmp_path / "v1.safetensors"), metadata={**meta, "format_version": "1"})
+    save_file(tensors, str(tmp_path / "v2.safetensors"), metadata=meta)
+    model = from_checkpoint(tmp_path / "v1.safetensors")
+    assert torch.equal(model.state_dict()["stem.conv.weight"], tensors["stem.conv.weight"])
+    monkeypatch.setitem(ARCHITECTURES, "mobilenet_v1", _edited_v1_table())
+    assert from_checkpoint(tmp_path / "v1.safetensors").config.stages != model.config.stages  # undetectable in v1
+    with pytest.raises(CheckpointError, match=r"v2.safetensors: its architecture fingerprint \(metadata "
+                                              r"architecture_sha256: none\)"):
+        from_checkpoint(tmp_path / "v2.safetensors")
 
 
 def test_foreign_file_names_the_convert_command(tmp_path) -> None:
@@ -453,7 +504,7 @@ def use_manifest(monkeypatch, tmp_path: Path, *entries: dict) -> Path:
         lines += [f"{k} = {_toml(v)}" for k, v in e["preprocess"].items()]
     path = tmp_path / "manifest.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    monkeypatch.setattr(pt, "manifest_path", lambda: path)
+    monkeypatch.setattr(mf, "manifest_path", lambda: path)
     return path
 
 
@@ -470,8 +521,8 @@ def host() -> str:
 def test_killed_conversion_leaves_no_orphan(tmp_path, monkeypatch, upstream, home) -> None:
     """A run SIGKILLed inside its work folder: the next run removes the folder at once; other folders stay."""
     home.mkdir()
-    script = (f"import os, signal; from pathlib import Path; from mobilenets import pretrained as pt; "
-              f"w = pt._make_work_dir(Path({str(home)!r})); (w / 'partial.pth').write_bytes(bytes(1 << 20)); "
+    script = (f"import os, signal; from pathlib import Path; from mobilenets import cache, pretrained as pt; "
+              f"w = cache._make_work_dir(Path({str(home)!r})); (w / 'partial.pth').write_bytes(bytes(1 << 20)); "
               f"os.kill(os.getpid(), signal.SIGKILL)")
     assert subprocess.run([sys.executable, "-c", script]).returncode == -9
     (orphan,) = home.glob(".tmp-mobilenets-*")
@@ -556,7 +607,7 @@ def test_disk_full_during_conversion(tmp_path, monkeypatch, upstream, home) -> N
 def test_disk_full_during_download(tmp_path, monkeypatch, upstream, home) -> None:
     url = "https://example.invalid/mobilenet_v3_small-00000000.pth"
     use_manifest(monkeypatch, tmp_path, entry("net", url))
-    monkeypatch.setattr(pt.urllib.request, "urlopen", lambda request, timeout: Trickle(b"x" * 100, 0.0))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout: Trickle(b"x" * 100, 0.0))
 
     class Full:
         def __init__(self, *args):
@@ -571,7 +622,7 @@ def test_disk_full_during_download(tmp_path, monkeypatch, upstream, home) -> Non
         def write(self, chunk):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(pt, "open", Full, raising=False)
+    monkeypatch.setattr(cache, "open", Full, raising=False)
     with pytest.raises(PretrainedError, match="no space left on the device") as e:
         create_model(MODEL, pretrained=True)
     assert "no network" not in str(e.value)
@@ -602,7 +653,7 @@ def test_download_deadline(tmp_path, monkeypatch, home) -> None:
     url = "https://example.invalid/mobilenet_v3_small-00000000.pth"
     use_manifest(monkeypatch, tmp_path, entry("net", url))
     monkeypatch.setenv("MOBILENETS_DOWNLOAD_DEADLINE", "0.5")
-    monkeypatch.setattr(pt.urllib.request, "urlopen", lambda request, timeout: Trickle(b"x" * 10_000, 0.05))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout: Trickle(b"x" * 10_000, 0.05))
     start = time.monotonic()
     with pytest.raises(PretrainedError, match="longer than its deadline of 0.5 s") as e:
         create_model(MODEL, pretrained=True)
@@ -640,7 +691,7 @@ def test_tags_that_are_not_plain_names(tag, home) -> None:
 ])
 def test_bad_manifest_entries(tmp_path, monkeypatch, home, change, field) -> None:
     path = use_manifest(monkeypatch, tmp_path, {**entry("a", "file:///nonexistent.pth"), **change})
-    pt._parse_manifest.cache_clear()
+    mf._parse_manifest.cache_clear()
     with pytest.raises(PretrainedError) as e:
         create_model(MODEL, pretrained=True)
     assert str(path) in str(e.value) and field in str(e.value), str(e.value)

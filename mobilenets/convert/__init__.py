@@ -44,6 +44,7 @@ from ..data import (
     eval_transform,
     validate_pretrained_cfg,
 )
+from ..manifest import load_manifest, pretrained_cfg
 from ..model import MobileNet
 from ..registry import build_config
 from ..specs import ModelConfig
@@ -299,9 +300,6 @@ def _defaults(config: ModelConfig) -> dict[str, Any]:
 
 def _from_manifest(spec: SourceSpec, file_name: str) -> tuple[dict[str, Any], str] | None:
     """The manifest's record of weights from the same ``LIBRARY:MODEL`` (same file name, else tag, else default)."""
-    # pretrained imports this module (to convert downloads), so the manifest is read through it here, lazily
-    from ..pretrained import load_manifest, pretrained_cfg
-
     entries = [e for e in load_manifest().values() if e["source"] == spec.id]
     if spec.tag is not None:
         entries = [e for e in entries if f"{spec.model}.{spec.tag}" in e["url"] or e["tag"] == spec.tag]
