@@ -54,7 +54,7 @@ def create_model(
     if pretrained and checkpoint_path is not None:
         raise ValueError("pass either pretrained or checkpoint_path, not both")
     if pretrained:
-        return load_pretrained(name, pretrained, cache_dir=cache_dir, **kwargs)
+        return load_pretrained(name, pretrained, cache_dir=cache_dir, allow_nonfinite=allow_nonfinite, **kwargs)
     if checkpoint_path is not None:
         return load_checkpoint_into(name, checkpoint_path, allow_nonfinite=allow_nonfinite, **kwargs)
     return MobileNet(build_config(name, **kwargs))

@@ -232,6 +232,16 @@ def test_nonfinite_weights_load_only_when_allowed(tmp_path, good) -> None:
     assert from_checkpoint(path, allow_nonfinite=True).classifier.bias.isnan().all()
 
 
+def test_allow_nonfinite_reaches_every_loading_path(monkeypatch) -> None:
+    """create_model passes the flag to the pretrained loader as it does to the checkpoint loader."""
+    import mobilenets.factory as factory
+
+    seen = {}
+    monkeypatch.setattr(factory, "load_pretrained", lambda *a, **kw: seen.update(kw))
+    create_model(SMALL, pretrained=True, allow_nonfinite=True)
+    assert seen["allow_nonfinite"] is True
+
+
 def test_half_precision_file_loads_as_float32(tmp_path, good) -> None:
     m, t = raw(good)
     path = tmp_path / "half.safetensors"
