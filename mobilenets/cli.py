@@ -34,7 +34,7 @@ from .convert import add_arguments as add_convert_arguments
 from .convert import run, source_config
 from .data import IMAGENET_1K, EvalTransform, eval_transform, imagenet_categories
 from .factory import create_model
-from .images import DecodeBudget, ImageError, ImageLimits, expand_paths, open_image
+from .images import DecodeBudget, ImageError, ImageLimits, expand_paths, one_line, open_image
 from .model import MobileNet
 from .pretrained import list_pretrained, load_manifest
 from .profile import count_params as count
@@ -74,17 +74,12 @@ def escape(text: str) -> str:
     return "".join(out)
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e.args[0]) if isinstance(e, KeyError) and len(e.args) == 1 else str(e)
-    return " ".join(text.split()) or type(e).__name__
-
-
 def _debug() -> bool:
     return os.environ.get("MOBILENETS_DEBUG", "") not in ("", "0")
 
 
 def _error(message: str) -> None:
-    """``mobilenets: error: message`` on stderr; callers pass one line (``_one_line``), escaping keeps it one."""
+    """``mobilenets: error: message`` on stderr; callers pass one line (``one_line``), escaping keeps it one."""
     print(f"{PROG}: error: {escape(message)}", file=sys.stderr, flush=True)
 
 
@@ -122,7 +117,7 @@ def prepare(path: str, transform: EvalTransform, limits: ImageLimits | None = No
         try:
             return transform(img)
         except Exception as e:  # noqa: BLE001 - an unusual mode or a degenerate image
-            raise ImageError(f"{path}: cannot preprocess image ({_one_line(e)})") from None
+            raise ImageError(f"{path}: cannot preprocess image ({one_line(e)})") from None
 
     return open_image(path, limits, budget, convert=convert)
 
@@ -299,7 +294,7 @@ def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except Exception as e:  # noqa: BLE001 - unknown model/tag, bad checkpoint, no network, bad device: one line
         if _debug():
             raise
-        return fail_all(_one_line(e))
+        return fail_all(one_line(e))
     if args.topk > num_classes:
         parser.error(f"--topk {args.topk} is more than the model's {num_classes} classes")
 
@@ -318,7 +313,7 @@ def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 except Exception as e:  # noqa: BLE001 - out of memory, a broken device, ...
                     if _debug():
                         raise
-                    return _inference_failed(args, items, documents, _one_line(e))
+                    return _inference_failed(args, items, documents, one_line(e))
             for k, (path, x) in enumerate(batch):
                 if isinstance(x, torch.Tensor) and results.get(k) is None:
                     x = ImageError(f"{path}: the model's output is not finite (NaN or infinity) for this image; "
@@ -527,5 +522,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - an error nobody foresaw is still one line, not a traceback
         if _debug():
             raise
-        _error(f"{_one_line(e)} ({type(e).__name__}; set MOBILENETS_DEBUG=1 for a traceback)")
+        _error(f"{one_line(e)} ({type(e).__name__}; set MOBILENETS_DEBUG=1 for a traceback)")
         return 1

@@ -180,8 +180,10 @@ def image_extensions() -> frozenset[str]:
     return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in formats)
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
+def one_line(e: BaseException) -> str:
+    """An exception's message on one line (a ``KeyError``'s key without its quotes), for one-line error reports."""
+    text = str(e.args[0]) if isinstance(e, KeyError) and len(e.args) == 1 else str(e)
+    return " ".join(text.split()) or type(e).__name__
 
 
 def open_image(path: str, limits: ImageLimits | None = None, budget: DecodeBudget | None = None,
@@ -200,9 +202,9 @@ def open_image(path: str, limits: ImageLimits | None = None, budget: DecodeBudge
         except UnidentifiedImageError:
             raise ImageError(f"{path}: not an image file Pillow can read") from None
         except Image.DecompressionBombError as e:
-            raise ImageError(f"{path}: image too large ({_one_line(e)})") from None
+            raise ImageError(f"{path}: image too large ({one_line(e)})") from None
         except Exception as e:  # noqa: BLE001 - header parsers raise OSError, SyntaxError, ValueError, struct.error
-            raise ImageError(f"{path}: cannot read image header ({_one_line(e)})") from None
+            raise ImageError(f"{path}: cannot read image header ({one_line(e)})") from None
         cost = limits.cost(path, img.size, img.mode)
         with budget.reserve(cost) if budget is not None else contextlib.nullcontext():
             try:
@@ -210,11 +212,11 @@ def open_image(path: str, limits: ImageLimits | None = None, budget: DecodeBudge
                 orientation = img.getexif().get(0x0112, 1)
                 decoded = ImageOps.exif_transpose(img) if orientation != 1 else img
             except Image.DecompressionBombError as e:
-                raise ImageError(f"{path}: image too large ({_one_line(e)})") from None
+                raise ImageError(f"{path}: image too large ({one_line(e)})") from None
             except MemoryError:
                 raise ImageError(f"{path}: out of memory decoding a {img.size[0]}x{img.size[1]} image") from None
             except Exception as e:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError, ...
-                raise ImageError(f"{path}: cannot decode image ({_one_line(e)})") from None
+                raise ImageError(f"{path}: cannot decode image ({one_line(e)})") from None
             # the pixels are in memory now: closing the file (leaving this block) does not touch them
             return decoded if convert is None else convert(decoded)
 
