@@ -497,6 +497,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("convert", help="convert torchvision / timm / EfficientNet-PyTorch weights")
     add_convert_arguments(p)
     p.set_defaults(handler=convert_command, command_parser=p)
+
+    # Subcommands with their own modules add their parsers here (each imports its heavy dependencies lazily).
+    # -- issue 8: train (mobilenets/training.py) --
+    # -- issue 8: validate (mobilenets/evaluate.py) --
+    # -- issue 9: export (mobilenets/export.py) --
+    # -- issue 9: quantize (mobilenets/quantize.py) --
+    # -- issue 9: benchmark (mobilenets/benchmark.py) --
     return parser
 
 
