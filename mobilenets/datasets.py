@@ -72,7 +72,9 @@ def check_image_file(path: str | os.PathLike[str], limits: ImageLimits | None = 
 
     Refused: anything but a regular file (FIFOs, devices, dangling links), files Pillow cannot identify (or EPS),
     images over ``limits`` (pixels or decoding memory), and files whose ``Image.verify()`` fails (truncated or
-    corrupt PNGs, for example). A truncated JPEG passes: its damage shows only when it is decoded.
+    corrupt PNGs, for example). A JPEG that does not end with its end-of-image marker (truncated, or followed by
+    other data) is decoded at 1/8 scale (``Image.draft``), which reads its whole compressed stream at a fraction of
+    the cost; damage inside the compressed data of a complete file shows only when it is decoded.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -96,8 +98,32 @@ def check_image_file(path: str | os.PathLike[str], limits: ImageLimits | None = 
                     img.verify()
                 except Exception as e:  # noqa: BLE001 - verify raises whatever the plugin's parser raises
                     return f"corrupt image ({one_line(e)})"
+                if img.format == "JPEG" and not _ends_with_jpeg_eoi(f):
+                    return _decode_reduced_jpeg(f)
     except ImageError as e:
         return _reason(e, text)
+    return None
+
+
+def _ends_with_jpeg_eoi(f: Any) -> bool:
+    """Whether the file ends with JPEG's end-of-image marker (``FF D9``), ignoring trailing padding."""
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    f.seek(max(0, size - 1024))
+    return f.read().rstrip(b"\0\r\n\t ").endswith(b"\xff\xd9")
+
+
+def _decode_reduced_jpeg(f: Any) -> str | None:
+    """Decode the JPEG in ``f`` at 1/8 scale: ``None`` if its compressed data is complete, else the reason."""
+    from PIL import Image
+
+    f.seek(0)
+    try:
+        with Image.open(f, formats=["JPEG"]) as img:
+            img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
+            img.load()
+    except Exception as e:  # noqa: BLE001 - the decoder raises OSError for truncated data, others for the rest
+        return f"truncated or corrupt JPEG ({one_line(e)})"
     return None
 
 

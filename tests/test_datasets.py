@@ -91,6 +91,17 @@ def test_every_bad_file_is_named_in_one_error(tmp_path):
     assert "\n" not in message
 
 
+def test_truncated_jpeg_refused_complete_one_with_trailing_data_kept(tmp_path):
+    data = CHELSEA.read_bytes()
+    root = small_folder(tmp_path / "data")
+    (root / "cat" / "cut.jpg").write_bytes(data[: len(data) * 3 // 5])
+    (root / "dog" / "trailer.jpg").write_bytes(data + b"appended by a phone camera" * 40)
+    with pytest.raises(ValueError, match=r"1 file\(s\).*cut\.jpg: truncated or corrupt JPEG") as info:
+        scan_image_folder(root)
+    assert "trailer.jpg" not in str(info.value)
+    assert check_image_file(CHELSEA) is None
+
+
 def test_skip_lists_bad_files_warns_once_and_drops_empty_classes(tmp_path):
     root = small_folder(tmp_path / "data", ("a", "b", "c"))
     (root / "a" / "notes.txt").write_text("not an image")

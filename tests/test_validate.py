@@ -219,3 +219,48 @@ def test_plot_needs_matplotlib(monkeypatch, tmp_path):
     with pytest.raises(ImportError, match=r'pip install "mobilenets\[train\]"'):
         plot_confusion(metrics, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+DISTRIBUTED_RANK = """
+import json, os, sys
+sys.path[:0] = [{tests!r}, {root!r}]
+import torch
+import torch.distributed as dist
+from test_validate import tiny_model
+from mobilenets.evaluate import evaluate
+
+torch.set_num_threads(1)
+dist.init_process_group("gloo")
+metrics = evaluate(tiny_model(), {folder!r}, batch_size=3, distributed=True)
+print(json.dumps(metrics.to_dict()))
+dist.destroy_process_group()
+"""
+
+
+def test_distributed_counts_are_summed_over_ranks(digits_val, tmp_path):
+    """Two gloo processes, each evaluating every other sample: the all-reduced metrics are the whole folder's."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "rank.py"
+    script.write_text(DISTRIBUTED_RANK.format(tests=str(ROOT / "tests"), root=str(ROOT), folder=str(digits_val)))
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        procs.append(subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outputs]
+    docs = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    want = evaluate(tiny_model(), digits_val).to_dict()
+    for doc in docs:
+        assert (doc["n"], doc["top1"], doc["top5"], doc["confusion"]) == (20, want["top1"], want["top5"],
+                                                                          want["confusion"])
+        assert doc["loss"] == pytest.approx(want["loss"], rel=1e-6)
+    with pytest.raises(ValueError, match="initialised torch.distributed process group"):
+        evaluate(tiny_model(), digits_val, distributed=True)
