@@ -194,14 +194,22 @@ def scan_image_folder(root: str | os.PathLike[str], *, on_bad: OnBad = "error", 
         raise ValueError(f"{root}: no class folders{found}; expected an image folder laid out as {root}/CLASS/IMAGE, "
                          "one subfolder per class")
 
-    seen = {(st.st_dev, st.st_ino) for st in [os.stat(root)]}
+    st = os.stat(root)
+    seen = {(st.st_dev, st.st_ino)}
     bad: list[tuple[Path, str]] = []
-    per_class: list[list[Path]] = []
-    for folder in class_dirs:
-        files: list[Path] = []
+    keys = []
+    for folder in class_dirs:  # every class folder is marked first, so no walk enters another class
         st = os.stat(folder)
-        seen.add((st.st_dev, st.st_ino))
-        _walk(folder, seen, files, bad)
+        key = (st.st_dev, st.st_ino)
+        keys.append(None if key in seen else key)
+        seen.add(key)
+    per_class: list[list[Path]] = []
+    for folder, key in zip(class_dirs, keys, strict=True):
+        files: list[Path] = []
+        if key is None:
+            bad.append((folder, "directory already scanned (a link to the root or to another class folder)"))
+        else:
+            _walk(folder, seen, files, bad)
         per_class.append(files)
 
     flat = [p for files in per_class for p in files]
@@ -214,6 +222,8 @@ def scan_image_folder(root: str | os.PathLike[str], *, on_bad: OnBad = "error", 
     samples: list[tuple[Path, int]] = []
     for folder, files in zip(class_dirs, per_class, strict=True):
         good = [p for p in files if reasons[p] is None]
+        if not good and any(p == folder for p, _ in bad):
+            continue
         if not good:
             what = "holds no image files" if not files else "holds no usable image files"
             bad.append((folder, f"class folder {what}"))

@@ -165,6 +165,14 @@ def test_fifo_symlink_loop_and_dangling_link_are_refused_without_blocking(tmp_pa
     assert "symbolic link loop" in reasons["loop"]
     assert reasons["gone.png"] == "dangling symbolic link"
     assert "linked.png" in {p.name for p, _ in scan.samples}
+    (root / "again").symlink_to(root / "cat", target_is_directory=True)  # one folder as two classes
+    (root / "whole").symlink_to(root, target_is_directory=True)
+    with pytest.warns(UserWarning):
+        scan = scan_image_folder(root, on_bad="skip")
+    assert scan.classes == ["again", "dog"]  # the first name (sorted) keeps the folder; "cat" is the same one
+    reasons = {p.name: why for p, why in scan.skipped}
+    assert "already scanned" in reasons["cat"] and "already scanned" in reasons["whole"]
+    assert len({p.resolve() for p, _ in scan.samples}) == len(scan.samples) - 1  # linked.png is 0.png again
 
 
 def test_oversized_images_refused_from_the_header(tmp_path, monkeypatch):
