@@ -374,7 +374,8 @@ def add_validate_arguments(p: argparse.ArgumentParser, positive_int: Any) -> Non
                    help="a mobilenets .safetensors checkpoint (e.g. RUN/best.safetensors from `mobilenets train`)")
     p.add_argument("--model", metavar="NAME", help="model name (default: efficientnet_lite0; see `mobilenets list`)")
     p.add_argument("--pretrained", metavar="TAG", nargs="?", const="",
-                   help="pretrained weights: MODEL.TAG or a TAG of --model (no TAG: the default weights)")
+                   help="pretrained weights: MODEL.TAG or a TAG of --model (no TAG: the default weights; then give "
+                        "DATA_DIR before --pretrained)")
     p.add_argument("--batch-size", type=positive_int, default=64, metavar="N", help="images per batch (default: 64)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="DataLoader worker processes decoding images (default: 0, in the main process)")
