@@ -133,8 +133,8 @@ def architecture_fingerprint(config: ModelConfig) -> str:
     since the file was written resolves the same options into other blocks. Rates (dropout, stochastic depth) and
     the classifier size, which are free or recorded on their own, are left out.
     """
-    stages = [[[type(b).__name__, {k: v for k, v in sorted(b.kwargs().items()) if k != "drop_path"}] for b in stage]
-              for stage in config.stages]
+    stages = [[[type(b).__name__, {k: v for k, v in sorted(b.recorded_kwargs().items()) if k != "drop_path"}]
+               for b in stage] for stage in config.stages]
     doc = dict(arch=config.arch, stem=[config.stem_chs, config.stem_act], stages=stages,
                head=[config.head_chs, config.head_act, config.head_repeats, config.head_hidden, config.head_norm])
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
