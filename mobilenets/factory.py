@@ -19,6 +19,7 @@ from .features import MobileNetFeatures
 from .model import MobileNet
 from .pretrained import load_pretrained
 from .registry import build_config, check_arguments
+from .specs import check_output_stride
 
 
 def create_model(
@@ -61,13 +62,15 @@ def create_model(
     kwargs = dict(num_classes=num_classes, in_chans=in_chans, width_mult=width_mult, depth_mult=depth_mult,
                   drop_rate=drop_rate, drop_path_rate=drop_path_rate, **options)
     check_arguments(name, output_stride=output_stride, **kwargs)  # a misspelled option is never silently ignored
+    check_output_stride(output_stride)  # before any weights are read
     if pretrained and checkpoint_path is not None:
         raise ValueError("pass either pretrained or checkpoint_path, not both")
     if out_indices is not None and not features_only:
         raise ValueError("out_indices selects the outputs of a backbone: pass features_only=True with it")
     if pretrained:
-        model = _at_output_stride(load_pretrained(name, pretrained, cache_dir=cache_dir,
-                                                  allow_nonfinite=allow_nonfinite, **kwargs), output_stride)
+        model = load_pretrained(name, pretrained, cache_dir=cache_dir, allow_nonfinite=allow_nonfinite, **kwargs)
+        if output_stride != 32:  # converted weights are recorded at the default
+            model = _at_output_stride(model, output_stride)
     elif checkpoint_path is not None:
         model = load_checkpoint_into(name, checkpoint_path, allow_nonfinite=allow_nonfinite,
                                      output_stride=output_stride, **kwargs)

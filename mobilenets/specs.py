@@ -448,6 +448,12 @@ def is_number(value: object) -> bool:
     return (is_integer(value) or isinstance(value, float)) and math.isfinite(value)
 
 
+def check_output_stride(value: object) -> None:
+    """``ValueError`` unless ``value`` is one of ``OUTPUT_STRIDES``."""
+    if not is_integer(value) or value not in OUTPUT_STRIDES:
+        raise ValueError(f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))}, got {value!r}")
+
+
 ExpandRounding = Literal["divisor", "round", "width"]
 SEWidth = Literal["block_input", "expanded"]
 HeadScaling = Literal["scaled", "at_least", "fixed", "none"]
@@ -556,9 +562,7 @@ class Options:
         for name, allowed in choices.items():
             if not isinstance(getattr(self, name), str) or getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}")
-        if not is_integer(self.output_stride) or self.output_stride not in OUTPUT_STRIDES:
-            raise ValueError(f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))}, "
-                             f"got {self.output_stride!r}")
+        check_output_stride(self.output_stride)
         if self.act is not None and (not isinstance(self.act, str) or self.act not in ACTIVATIONS):
             raise ValueError(f"act={self.act!r} is not one of {ACTIVATIONS}")
         for name in ("repeats", "kernel_sizes"):
