@@ -285,3 +285,22 @@ def test_torchvision_faster_rcnn_backbone() -> None:
     assert grad is not None and bool(torch.isfinite(grad).all()) and float(grad.abs().sum()) > 0
     detections = detector.eval()(images[:1])
     assert detections[0]["boxes"].shape[-1] == 4
+
+
+@pytest.mark.parametrize(("kernel", "stride", "dilation"), [(3, 2, 2), (5, 2, 2), (3, 1, 4), (5, 1, 2)])
+def test_same_padding_with_dilation_matches_timm(kernel: int, stride: int, dilation: int) -> None:
+    """TF SAME padding of a dilated conv (strided: MobileNetV4's key/value downsampling) equals timm's, at odd and
+    even sizes."""
+    from timm.layers import create_conv2d
+
+    from mobilenets.layers import conv2d
+
+    torch.manual_seed(0)
+    pad, ours = conv2d(4, 4, kernel, stride, dilation, groups=4, padding="same")
+    ref = create_conv2d(4, 4, kernel, stride=stride, dilation=dilation, groups=4, padding="same")
+    ours.weight.data.copy_(ref.weight.data)
+    for size in (15, 16, 17):
+        x = torch.randn(1, 4, size, size + 1, dtype=torch.float64)
+        with torch.no_grad():
+            expected, actual = ref.double()(x), ours.double()(pad(x))
+        assert actual.shape == expected.shape and relative_error(expected, actual) < 1e-12
