@@ -30,7 +30,7 @@ from .data import adapt_pretrained_cfg, validate_pretrained_cfg
 from .features import MobileNetFeatures
 from .model import MobileNet
 from .registry import build_config, check_arguments, check_build_arguments, get_spec
-from .specs import MAX_IN_CHANS, MAX_NUM_CLASSES, ModelConfig, Options
+from .specs import MAX_IN_CHANS, MAX_NUM_CLASSES, ModelConfig, Options, check_output_stride
 from .statedict import SHOWN, KeyReport, compare
 
 FORMAT = "mobilenets"
@@ -430,6 +430,8 @@ def from_checkpoint(
     check_build_arguments(drop_rate=0.0 if drop_rate is None else drop_rate, drop_path_rate=drop_path_rate)
     if out_indices is not None and not features_only:
         raise ValueError("out_indices selects the outputs of a backbone: pass features_only=True with it")
+    if output_stride is not None:
+        check_output_stride(output_stride)
     meta, tensors = read_checkpoint(path, allow_nonfinite=allow_nonfinite)
     args = checkpoint_arguments(meta, str(path))
     options = _free_options(args["options"], dict(output_stride=output_stride))

@@ -173,6 +173,10 @@ def test_checkpoint_to_backbone(tmp_path) -> None:
     assert create_model("mobilenet_v3_small_050", checkpoint_path=saved).config.options.output_stride == 32
     with pytest.raises(ValueError, match="architecture"):
         create_model("mobilenet_v3_small_050", checkpoint_path=path, width_mult=1.0)  # not a free option
+    with pytest.raises(ValueError, match="output_stride must be one of 8, 16, 32, got 12"):
+        from_checkpoint(path, output_stride=12)
+    with pytest.raises(ValueError, match="features_only=True"):
+        from_checkpoint(path, out_indices=(1,))
 
 
 def test_pretrained_lite0_backbone_at_output_stride_16() -> None:
