@@ -19,6 +19,7 @@ from .blocks import (
 from .checkpoint import CheckpointError, from_checkpoint, save_checkpoint
 from .data import eval_transform, imagenet_categories
 from .factory import create_model
+from .features import FeatureInfo, MobileNetFeatures
 from .layers import ConvNormAct, DropPath, LayerOptions, SqueezeExcite, adjust_channels, h_sigmoid, h_swish
 from .model import MobileNet
 from .pretrained import PretrainedError, download_pretrained, get_cache_dir, get_pretrained_cfg, list_pretrained
@@ -36,11 +37,13 @@ __all__ = [
     "ConvNormAct",
     "DepthwiseSeparable",
     "DropPath",
+    "FeatureInfo",
     "FusedMobileBlock",
     "LayerOptions",
     "MobileBlock",
     "MobileMultiQueryAttention",
     "MobileNet",
+    "MobileNetFeatures",
     "ModelConfig",
     "Options",
     "PretrainedError",

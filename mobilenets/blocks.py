@@ -30,6 +30,9 @@ class BlockConfig:
     """
 
     block: ClassVar[type[nn.Module]]
+    # Fields added after checkpoints recorded this block, with the value those checkpoints were built with: the
+    # architecture fingerprint leaves them out at that value, so older files keep theirs.
+    unrecorded_defaults: ClassVar[dict[str, Any]] = {}
     in_chs: int
     out_chs: int
     stride: int = 1
@@ -41,6 +44,11 @@ class BlockConfig:
 
     def kwargs(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def recorded_kwargs(self) -> dict[str, Any]:
+        """``kwargs()`` less the ``unrecorded_defaults`` at their value: what the architecture fingerprint hashes."""
+        return {k: v for k, v in self.kwargs().items()
+                if k not in self.unrecorded_defaults or self.unrecorded_defaults[k] != v}
 
     def build(self, opts: LayerOptions = DEFAULT_LAYER_OPTIONS) -> nn.Module:
         return self.block(**self.kwargs(), opts=opts)
@@ -80,7 +88,8 @@ class DepthwiseSeparable(nn.Module):
                 raise ValueError(f"DepthwiseSeparable has no expansion layer, but a row has expand={row.expand}; "
                                  "use MobileBlock for an expansion ratio != 1")
             return cls(in_chs=slot.in_chs, out_chs=slot.out_chs, stride=slot.stride, kernel_size=row.kernel,
-                       se_chs=slot.se_chs, act=slot.act, se_act=slot.se_act, se_gate=slot.se_gate)
+                       dilation=slot.dilation, se_chs=slot.se_chs, act=slot.act, se_act=slot.se_act,
+                       se_gate=slot.se_gate)
 
     def __init__(
         self,
@@ -121,8 +130,8 @@ class _ExpandingConfig(BlockConfig):
     @classmethod
     def from_row(cls, row: Row, slot: Slot) -> _ExpandingConfig:
         return cls(in_chs=slot.in_chs, out_chs=slot.out_chs, stride=slot.stride, kernel_size=row.kernel,
-                   mid_chs=slot.mid_chs, se_chs=slot.se_chs, act=slot.act, se_act=slot.se_act,
-                   se_gate=slot.se_gate, drop_path=slot.drop_path)
+                   dilation=slot.dilation, mid_chs=slot.mid_chs, se_chs=slot.se_chs, act=slot.act,
+                   se_act=slot.se_act, se_gate=slot.se_gate, drop_path=slot.drop_path)
 
 
 class MobileBlock(nn.Module):
@@ -220,7 +229,9 @@ class ConvBN(ConvNormAct):
 
     @dataclass(frozen=True, kw_only=True)
     class Config(BlockConfig):
+        unrecorded_defaults: ClassVar[dict[str, Any]] = {"dilation": 1}
         kernel_size: int = 3
+        dilation: int = 1
         act: str = "relu"
 
         @classmethod
@@ -228,7 +239,7 @@ class ConvBN(ConvNormAct):
             if slot.mid_chs is not None:
                 raise ValueError(f"ConvBN has no expansion layer, but a row has expand={row.expand}; use 1")
             return cls(in_chs=slot.in_chs, out_chs=slot.out_chs, stride=slot.stride, kernel_size=row.kernel,
-                       act=slot.act)
+                       dilation=slot.dilation, act=slot.act)
 
 
 class LayerScale(nn.Module):
@@ -269,8 +280,10 @@ class UniversalInvertedBottleneck(nn.Module):
 
     @dataclass(frozen=True, kw_only=True)
     class Config(BlockConfig):
+        unrecorded_defaults: ClassVar[dict[str, Any]] = {"dilation": 1}
         start_kernel: int = 0  # start depthwise kernel, 0: none
         kernel_size: int = 3  # middle depthwise kernel, 0: none
+        dilation: int = 1  # of both depthwise convs (as timm's UniversalInvertedResidual)
         mid_chs: int = 0
         act: str = "relu"
         layer_scale: float = 0.0  # initial value of the layer scale, 0: none
@@ -279,7 +292,7 @@ class UniversalInvertedBottleneck(nn.Module):
         @classmethod
         def from_row(cls, row: Row, slot: Slot) -> UniversalInvertedBottleneck.Config:
             return cls(in_chs=slot.in_chs, out_chs=slot.out_chs, stride=slot.stride,
-                       start_kernel=_extra(row, "start_kernel"), kernel_size=row.kernel,
+                       start_kernel=_extra(row, "start_kernel"), kernel_size=row.kernel, dilation=slot.dilation,
                        mid_chs=slot.in_chs if slot.mid_chs is None else slot.mid_chs, act=slot.act,
                        layer_scale=_extra(row, "layer_scale", 0.0), drop_path=slot.drop_path)
 
@@ -296,6 +309,7 @@ class UniversalInvertedBottleneck(nn.Module):
         start_kernel: int = 0,
         kernel_size: int = 3,
         stride: int = 1,
+        dilation: int = 1,
         mid_chs: int = 0,
         act: str = "relu",
         layer_scale: float = 0.0,
@@ -308,10 +322,10 @@ class UniversalInvertedBottleneck(nn.Module):
         mid = mid_chs or in_chs
         start_stride = 1 if kernel_size else stride
         self.has_skip = stride == 1 and in_chs == out_chs
-        self.dw_start = ConvNormAct(in_chs, in_chs, start_kernel, start_stride, in_chs, act="identity", opts=opts) \
+        self.dw_start = ConvNormAct(in_chs, in_chs, start_kernel, start_stride, in_chs, dilation, "identity", opts) \
             if start_kernel else nn.Identity()
         self.pw_exp = ConvNormAct(in_chs, mid, 1, act=act, opts=opts)
-        self.dw_mid = ConvNormAct(mid, mid, kernel_size, stride, mid, act=act, opts=opts) if kernel_size \
+        self.dw_mid = ConvNormAct(mid, mid, kernel_size, stride, mid, dilation, act, opts) if kernel_size \
             else nn.Identity()
         self.pw_proj = ConvNormAct(mid, out_chs, 1, act="identity", opts=opts)
         self.layer_scale = _layer_scale(out_chs, layer_scale)
@@ -336,10 +350,12 @@ class MobileMultiQueryAttention(nn.Module):
 
     @dataclass(frozen=True, kw_only=True)
     class Config(BlockConfig):
+        unrecorded_defaults: ClassVar[dict[str, Any]] = {"dilation": 1}
         num_heads: int = 4
         key_dim: int = 64  # also the value width, as in the paper
         kv_stride: int = 1
         kernel_size: int = 3  # of the key/value downsampling depthwise conv
+        dilation: int = 1  # of that conv (as timm's MultiQueryAttention2d)
         layer_scale: float = 0.0
         drop_path: float = 0.0
 
@@ -350,7 +366,7 @@ class MobileMultiQueryAttention(nn.Module):
                                  f"got stride {row.stride} and expand {row.expand}")
             return cls(in_chs=slot.in_chs, out_chs=slot.out_chs, num_heads=_extra(row, "num_heads"),
                        key_dim=_extra(row, "key_dim"), kv_stride=_extra(row, "kv_stride", 1), kernel_size=row.kernel,
-                       layer_scale=_extra(row, "layer_scale", 0.0), drop_path=slot.drop_path)
+                       dilation=slot.dilation, layer_scale=_extra(row, "layer_scale", 0.0), drop_path=slot.drop_path)
 
         def summary(self) -> dict[str, Any]:
             return dict(k=self.kernel_size, mid=self.num_heads * self.key_dim, se="", act=f"{self.num_heads} heads")
@@ -365,6 +381,7 @@ class MobileMultiQueryAttention(nn.Module):
         kv_stride: int = 1,
         kernel_size: int = 3,
         stride: int = 1,
+        dilation: int = 1,
         layer_scale: float = 0.0,
         drop_path: float = 0.0,
         opts: LayerOptions = DEFAULT_LAYER_OPTIONS,
@@ -380,7 +397,7 @@ class MobileMultiQueryAttention(nn.Module):
         kv_opts = replace(opts, downsample="stride")  # keys/values stride in their conv (timm: no aa there)
 
         def down() -> nn.Module:
-            return ConvNormAct(in_chs, in_chs, kernel_size, kv_stride, in_chs, act="identity", opts=kv_opts) \
+            return ConvNormAct(in_chs, in_chs, kernel_size, kv_stride, in_chs, dilation, "identity", kv_opts) \
                 if kv_stride > 1 else nn.Identity()
 
         self.query_proj = nn.Conv2d(in_chs, num_heads * key_dim, 1, bias=False)

@@ -17,6 +17,7 @@ import re
 import socket
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,10 @@ from safetensors.torch import safe_open, save_file
 from torch import nn
 
 from .data import adapt_pretrained_cfg, validate_pretrained_cfg
+from .features import MobileNetFeatures
 from .model import MobileNet
 from .registry import build_config, check_arguments, check_build_arguments, get_spec
-from .specs import MAX_IN_CHANS, MAX_NUM_CLASSES, ModelConfig, Options
+from .specs import MAX_IN_CHANS, MAX_NUM_CLASSES, ModelConfig, Options, check_output_stride
 from .statedict import SHOWN, KeyReport, compare
 
 FORMAT = "mobilenets"
@@ -38,6 +40,8 @@ MAX_HEADER_BYTES = 16 << 20  # safetensors JSON header: tensor index plus our me
 FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 INT_DTYPES = {"I64": torch.int64}  # BatchNorm's num_batches_tracked
 CONVERT_HINT = "mobilenets convert SRC OUT --from LIBRARY:MODEL"
+# Architecture options that leave every weight as it is, so a file's weights load with any value of them.
+FREE_OPTIONS = ("output_stride", "global_pool")
 
 # Temporary files and folders we create carry this tag, our host name and our pid, so a later run removes only its
 # own leftovers, and those of a killed run at once (its pid is gone), never another program's ``.tmp-*``.
@@ -133,8 +137,8 @@ def architecture_fingerprint(config: ModelConfig) -> str:
     since the file was written resolves the same options into other blocks. Rates (dropout, stochastic depth) and
     the classifier size, which are free or recorded on their own, are left out.
     """
-    stages = [[[type(b).__name__, {k: v for k, v in sorted(b.kwargs().items()) if k != "drop_path"}] for b in stage]
-              for stage in config.stages]
+    stages = [[[type(b).__name__, {k: v for k, v in sorted(b.recorded_kwargs().items()) if k != "drop_path"}]
+               for b in stage] for stage in config.stages]
     doc = dict(arch=config.arch, stem=[config.stem_chs, config.stem_act], stages=stages,
                head=[config.head_chs, config.head_act, config.head_repeats, config.head_hidden, config.head_norm])
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -405,30 +409,46 @@ def build_model(name: str, options: Options, *, on_meta: bool = False, **kwargs:
     return _shape_model(config) if on_meta else MobileNet(config)
 
 
+def _free_options(options: Options, requested: dict[str, Any]) -> Options:
+    """``options`` with the ``FREE_OPTIONS`` the caller asked for (``None``: the file's value)."""
+    free = {k: v for k, v in requested.items() if k in FREE_OPTIONS and k in Options.names() and v is not None}
+    return replace(options, **free)
+
+
 def from_checkpoint(
     path: str | os.PathLike, *, drop_rate: float | None = None, drop_path_rate: float = 0.0,
-    allow_nonfinite: bool = False,
-) -> MobileNet:
+    allow_nonfinite: bool = False, features_only: bool = False, out_indices: int | Sequence[int] | None = None,
+    output_stride: int | None = None,
+) -> MobileNet | MobileNetFeatures:
     """Rebuild the exact model recorded in a mobilenets checkpoint and load its weights (train mode).
 
-    ``allow_nonfinite=True`` loads weights holding NaN or infinity (refused by default).
+    ``allow_nonfinite=True`` loads weights holding NaN or infinity (refused by default). ``features_only=True``
+    returns the backbone (``features.MobileNetFeatures``: the feature maps at ``out_indices``, default every
+    level) without the classifier; ``output_stride`` (8, 16 or 32; default the file's) dilates the last stages
+    instead of striding, with the same weights.
     """
     check_build_arguments(drop_rate=0.0 if drop_rate is None else drop_rate, drop_path_rate=drop_path_rate)
+    if out_indices is not None and not features_only:
+        raise ValueError("out_indices selects the outputs of a backbone: pass features_only=True with it")
+    if output_stride is not None:
+        check_output_stride(output_stride)
     meta, tensors = read_checkpoint(path, allow_nonfinite=allow_nonfinite)
     args = checkpoint_arguments(meta, str(path))
-    model = build_model(args["name"], args["options"], on_meta=True, num_classes=args["num_classes"],
+    options = _free_options(args["options"], dict(output_stride=output_stride))
+    model = build_model(args["name"], options, on_meta=True, num_classes=args["num_classes"],
                         in_chans=args["in_chans"], drop_rate=drop_rate, drop_path_rate=drop_path_rate)
     load_state_dict_strict(model, tensors, str(path))
     _attach_metadata(model, meta, str(path))
-    return model
+    return MobileNetFeatures(model, out_indices) if features_only else model
 
 
 def load_checkpoint_into(name: str, path: str | os.PathLike, *, allow_nonfinite: bool = False,
                          **kwargs: Any) -> MobileNet:
     """``create_model(name, checkpoint_path=path, ...)``: the file must be for ``name``.
 
-    Architecture options the caller passes must agree with the file's; the rest are taken from the file.
-    ``num_classes`` left at its default (1000) takes the file's. Unknown option names raise ``ValueError``.
+    Architecture options the caller passes must agree with the file's, except ``FREE_OPTIONS`` (which leave the
+    weights as they are); the rest are taken from the file. ``num_classes`` left at its default (1000) takes the
+    file's. Unknown option names raise ``ValueError``.
     """
     check_arguments(name, **kwargs)
     meta, tensors = read_checkpoint(path, allow_nonfinite=allow_nonfinite)
@@ -439,7 +459,7 @@ def load_checkpoint_into(name: str, path: str | os.PathLike, *, allow_nonfinite:
             f"create_model({args['name']!r}, checkpoint_path=...) or mobilenets.from_checkpoint(path)"
         )
     file_opts = args["options"].to_dict()
-    requested = {k: v for k, v in kwargs.items() if k in file_opts and v is not None}
+    requested = {k: v for k, v in kwargs.items() if k in file_opts and k not in FREE_OPTIONS and v is not None}
     requested = {k: list(v) if isinstance(v, tuple) else v for k, v in requested.items()}
     if kwargs.get("num_classes", 1000) not in (1000, args["num_classes"]):
         requested["num_classes"] = kwargs["num_classes"]
@@ -453,7 +473,7 @@ def load_checkpoint_into(name: str, path: str | os.PathLike, *, allow_nonfinite:
         hint = " (for another number of classes, load it, then call model.reset_classifier(n))" \
             if "num_classes" in conflicts else ""
         raise CheckpointError(f"{path} was made for another architecture: {detail}{hint}")
-    model = build_model(name, args["options"], on_meta=True, num_classes=args["num_classes"],
+    model = build_model(name, _free_options(args["options"], kwargs), on_meta=True, num_classes=args["num_classes"],
                         in_chans=args["in_chans"], drop_rate=kwargs.get("drop_rate"),
                         drop_path_rate=kwargs.get("drop_path_rate", 0.0))
     load_state_dict_strict(model, tensors, str(path))

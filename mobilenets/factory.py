@@ -8,14 +8,18 @@ arguments with the same ``registry.check_arguments``.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from torch import nn
 
-from .checkpoint import load_checkpoint_into
+from .checkpoint import build_model, load_checkpoint_into, load_state_dict_strict
+from .features import MobileNetFeatures
 from .model import MobileNet
 from .pretrained import load_pretrained
 from .registry import build_config, check_arguments
+from .specs import check_output_stride
 
 
 def create_model(
@@ -31,6 +35,9 @@ def create_model(
     pretrained: bool | str = False,
     cache_dir: str | os.PathLike | None = None,
     allow_nonfinite: bool = False,
+    features_only: bool = False,
+    out_indices: int | Sequence[int] | None = None,
+    output_stride: int = 32,
     **options: Any,
 ) -> nn.Module:
     """Build a registered model, in train mode, optionally loading a checkpoint or pretrained weights.
@@ -46,18 +53,43 @@ def create_model(
         pretrained: ``True`` for the model's default pretrained tag, or a tag from ``list_pretrained()``.
         cache_dir: where pretrained weights are cached (default ``$MOBILENETS_HOME``, else the torch hub cache).
         allow_nonfinite: load a checkpoint whose weights hold NaN or infinity (refused by default).
+        features_only: return the backbone, ``features.MobileNetFeatures``: ``forward`` gives the feature maps of
+            the levels ``out_indices`` (timm's levels for the family; ``feature_info`` describes them).
+        out_indices: with ``features_only``, which levels (default all; an int ``n``: the last ``n``).
+        output_stride: 32, or 16 / 8: the last stages dilate instead of striding (any weights load at any value).
         **options: architecture options, see ``mobilenets.Options``.
     """
     kwargs = dict(num_classes=num_classes, in_chans=in_chans, width_mult=width_mult, depth_mult=depth_mult,
                   drop_rate=drop_rate, drop_path_rate=drop_path_rate, **options)
-    check_arguments(name, **kwargs)  # on every path: a misspelled option is never silently ignored
+    check_arguments(name, output_stride=output_stride, **kwargs)  # a misspelled option is never silently ignored
+    check_output_stride(output_stride)  # before any weights are read
     if pretrained and checkpoint_path is not None:
         raise ValueError("pass either pretrained or checkpoint_path, not both")
+    if out_indices is not None and not features_only:
+        raise ValueError("out_indices selects the outputs of a backbone: pass features_only=True with it")
     if pretrained:
-        return load_pretrained(name, pretrained, cache_dir=cache_dir, allow_nonfinite=allow_nonfinite, **kwargs)
-    if checkpoint_path is not None:
-        return load_checkpoint_into(name, checkpoint_path, allow_nonfinite=allow_nonfinite, **kwargs)
-    return MobileNet(build_config(name, **kwargs))
+        model = load_pretrained(name, pretrained, cache_dir=cache_dir, allow_nonfinite=allow_nonfinite, **kwargs)
+        if output_stride != 32:  # converted weights are recorded at the default
+            model = _at_output_stride(model, output_stride)
+    elif checkpoint_path is not None:
+        model = load_checkpoint_into(name, checkpoint_path, allow_nonfinite=allow_nonfinite,
+                                     output_stride=output_stride, **kwargs)
+    else:
+        model = MobileNet(build_config(name, output_stride=output_stride, **kwargs))
+    return MobileNetFeatures(model, out_indices) if features_only else model
+
+
+def _at_output_stride(model: MobileNet, output_stride: int) -> MobileNet:
+    """``model`` rebuilt at ``output_stride`` with the same weights (they do not depend on it)."""
+    config = model.config
+    if config.options.output_stride == output_stride:
+        return model
+    rebuilt = build_model(config.name, replace(config.options, output_stride=output_stride), on_meta=True,
+                          num_classes=config.num_classes, in_chans=config.in_chans, drop_rate=config.drop_rate,
+                          drop_path_rate=config.drop_path_rate)
+    load_state_dict_strict(rebuilt, model.state_dict(), f"{config.name} weights")
+    rebuilt.pretrained_cfg = model.pretrained_cfg
+    return rebuilt.train(model.training)
 
 
 __all__ = ["create_model"]

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .features import check_out_indices, feature_levels, head_is_level
 from .layers import ConvNormAct, make_activation
 from .specs import ModelConfig
 
@@ -28,6 +29,7 @@ class MobileNet(nn.Module):
         self.num_features = config.num_features
         self.head_hidden_size = config.head_hidden_size
         self.pretrained_cfg: dict[str, Any] | None = None
+        self.feature_info = feature_levels(config)  # timm's list of dicts: num_chs, reduction, module, stage, index
         opts = config.options.layer_options
 
         stem_opts = replace(opts, downsample="stride")  # the stem always strides in its conv (timm: no aa there)
@@ -100,6 +102,71 @@ class MobileNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The feature maps of the levels in ``feature_info`` (those of ``features_only``), timm's interface.
+
+        ``indices``: ``None`` every level, an int the last n, a sequence those levels. Returns ``(final,
+        intermediates)``, ``final`` being ``forward_features``' output, or only the list with ``intermediates_only``.
+        ``stop_early`` skips the stages after the last level asked for (``final`` is then the last map computed).
+        ``norm`` is accepted for timm's signature; these networks have no final norm layer.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        take = [self.feature_info[i]["stage"] for i in check_out_indices(indices, self.feature_info, "the model")]
+        head = len(self.config.stages) + 1  # the head conv's position; 0 is the stem, i + 1 stage i
+        last = max(take) if stop_early else head
+        found: dict[int, torch.Tensor] = {}
+        x = self.stem(x)
+        if 0 in take:
+            found[0] = x
+        for i, stage in enumerate(self.stages, start=1):
+            if i > last:
+                break
+            x = stage(x)
+            if i in take:
+                found[i] = x
+        if last == head:
+            x = self.head(x)
+            found[head] = x
+        intermediates = [found[p] for p in take]
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] | tuple[int, ...] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Remove what the feature levels ``indices`` do not need (timm's interface); returns the kept indices.
+
+        Stages after the last level asked for are dropped, and the head conv unless it is that level (or, with
+        ``prune_head=False``, unless every stage is kept); ``feature_info`` ends at that level. With ``prune_head``
+        or when anything was dropped the classifier goes too (``forward`` then returns the pooled features of the
+        last level kept). ``prune_norm`` is accepted for timm's signature (no final norm here). The pruned model
+        is for feature extraction: it no longer matches ``config`` and cannot be saved as a checkpoint.
+        """
+        kept = list(check_out_indices(indices, self.feature_info, "the model"))
+        last = max(self.feature_info[i]["stage"] for i in kept)
+        stages = len(self.config.stages)
+        truncated = last < stages
+        self.stages = self.stages[:last] if truncated else self.stages
+        head_needed = last > stages if head_is_level(self.config) else not (prune_head or truncated)
+        if not head_needed:
+            self.head = nn.Identity()
+        if truncated or prune_head:
+            self.num_features = self.head_hidden_size = self.feature_info[max(kept)]["num_chs"]
+            self.pre_logits = nn.Identity()
+            self.dropout = nn.Identity()
+            self.classifier = nn.Identity()
+            self.num_classes = 0
+        self.feature_info = self.feature_info[:max(kept) + 1]
+        return kept
 
     def get_classifier(self) -> nn.Module:
         return self.classifier

@@ -430,6 +430,7 @@ OPTION_BOUNDS: dict[str, tuple] = {
 }
 MAX_NUM_CLASSES = 100_000
 MAX_IN_CHANS = 64
+OUTPUT_STRIDES = (8, 16, 32)
 MAX_BLOCKS = 320  # blocks of a resolved network: EfficientNetV2-XL has 100; 320 build on meta in 1-3 s
 
 _FLOAT_OPTIONS = ("width_mult", "depth_mult", "round_limit", "se_ratio", "bn_eps", "bn_momentum")
@@ -445,6 +446,12 @@ def is_integer(value: object) -> bool:
 def is_number(value: object) -> bool:
     """A finite int or float, not a ``bool``."""
     return (is_integer(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def check_output_stride(value: object) -> None:
+    """``ValueError`` unless ``value`` is one of ``OUTPUT_STRIDES``."""
+    if not is_integer(value) or value not in OUTPUT_STRIDES:
+        raise ValueError(f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))}, got {value!r}")
 
 
 ExpandRounding = Literal["divisor", "round", "width"]
@@ -479,6 +486,9 @@ class Options:
         kernel_sizes: per table row, replaces the paper's depthwise kernel size.
         padding, bn_eps, bn_momentum, downsample: see ``layers.LayerOptions`` (``downsample`` applies to the
             blocks' strided convs, not to the stem; MobileNetV4's anti-aliased timm models use ``"avg"``/``"blur"``).
+        output_stride: 32, or 16 / 8 for dense features: once the input would be downsampled past it, blocks run
+            at stride 1 and dilate their convolutions instead (Chen et al., 2017, "Rethinking Atrous Convolution";
+            timm's ``output_stride``). Weights are unchanged, so pretrained weights load at any output stride.
     """
 
     width_mult: float = 1.0
@@ -501,6 +511,7 @@ class Options:
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
     downsample: Literal["stride", "avg", "blur"] = "stride"
+    output_stride: int = 32
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -551,6 +562,7 @@ class Options:
         for name, allowed in choices.items():
             if not isinstance(getattr(self, name), str) or getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}")
+        check_output_stride(self.output_stride)
         if self.act is not None and (not isinstance(self.act, str) or self.act not in ACTIVATIONS):
             raise ValueError(f"act={self.act!r} is not one of {ACTIVATIONS}")
         for name in ("repeats", "kernel_sizes"):
@@ -603,6 +615,9 @@ class ModelConfig:
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     input_size: int = 224
+    # The stride each stage's first block has in the table, before ``output_stride`` turned strides into dilation:
+    # where the feature levels are cut (``features.feature_levels``). Empty: the blocks' own strides.
+    stage_strides: tuple[int, ...] = ()
 
     @property
     def num_features(self) -> int:
@@ -656,6 +671,7 @@ class Slot:
     se_act: str
     se_gate: str
     drop_path: float
+    dilation: int = 1
 
 
 # -- the rules, one per option; each is pure and names the references that use it -----------------------------
@@ -786,6 +802,26 @@ def head_depth(o: Options) -> int:
     return math.ceil(o.depth_mult) if o.head_depth_scaled else 1
 
 
+def dilate(strides: list[int], output_stride: int, stem_stride: int = 2) -> list[tuple[int, int]]:
+    """``(stride, dilation)`` of each block, given the table's strides, so the input is never downsampled past
+    ``output_stride``: a block that would is run at stride 1 and the blocks after it dilate by its stride.
+
+    The block that gives up its stride keeps the dilation before it; the growth starts with the next block (Chen
+    et al., 2017, DeepLabv3, Sec. 3.1; the rule of timm's ``EfficientNetBuilder``).
+    """
+    current, dilation, out = stem_stride, 1, []
+    for stride in strides:
+        following = dilation
+        if stride > 1:
+            if current * stride > output_stride:
+                following, stride = dilation * stride, 1
+            else:
+                current *= stride
+        out.append((stride, dilation))
+        dilation = following
+    return out
+
+
 def drop_path_rates(total_blocks: int, rate: float) -> list[float]:
     """Stochastic depth growing linearly with the global block index, from 0 (Huang et al., 2016; timm, TF)."""
     return [rate * i / total_blocks for i in range(total_blocks)]
@@ -811,6 +847,8 @@ def resolve(
         raise ValueError(f"depth_mult={o.depth_mult} and repeats={o.repeats} give {total_blocks} blocks, more than "
                          f"the {MAX_BLOCKS} allowed; lower them")
     rates = iter(drop_path_rates(total_blocks, drop_path_rate))
+    strides = iter(dilate([r.stride if j == 0 else 1 for stage in stages for r in stage for j in range(r.repeats)],
+                          o.output_stride))
     stem = stem_width(arch, o)
     in_chs, paper_in = stem, arch.stem
     stage_cfgs = []
@@ -818,13 +856,14 @@ def resolve(
         blocks = []
         for row in stage:
             out = channels(row.out * o.width_mult, o)
-            for j in range(row.repeats):
+            for _ in range(row.repeats):
                 mid = expanded_width(in_chs, paper_in, row.expand, o)
                 act = activation(row.act, o)
-                slot = Slot(in_chs=in_chs, out_chs=out, stride=row.stride if j == 0 else 1, mid_chs=mid,
+                stride, dilation = next(strides)
+                slot = Slot(in_chs=in_chs, out_chs=out, stride=stride, mid_chs=mid,
                             se_chs=se_width(in_chs, mid, row.se, o), act=act,
                             se_act=act if arch.se_act is None else arch.se_act, se_gate=arch.se_gate,
-                            drop_path=next(rates))
+                            drop_path=next(rates), dilation=dilation)
                 blocks.append(row.config.from_row(row, slot))
                 in_chs, paper_in = out, row.out
         stage_cfgs.append(tuple(blocks))
@@ -845,6 +884,7 @@ def resolve(
         drop_rate=drop_rate,
         drop_path_rate=drop_path_rate,
         input_size=input_size,
+        stage_strides=tuple(stage[0].stride for stage in stages),
     )
 
 
