@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -20,6 +22,23 @@ class AdaptiveAvgMaxPool2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return 0.5 * (F.adaptive_avg_pool2d(x, 1) + F.adaptive_max_pool2d(x, 1))
+
+
+@contextlib.contextmanager
+def _running_stats_kept(module: nn.Module) -> Iterator[None]:
+    """BatchNorm running statistics of ``module`` left as they are: a block recomputed for its gradients must not
+    count the batch a second time (momentum 0 keeps the averages exactly; the batch counter is restored)."""
+    norms = [m for m in module.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+    saved = [(m, m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum, count in saved:
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
 
 
 def make_global_pool(kind: str) -> nn.Module:
@@ -122,7 +141,8 @@ class MobileNet(nn.Module):
         """The stages, each block's activations dropped after forward and recomputed in backward."""
         for stage in self.stages:
             for block in stage:
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(block, x, use_reentrant=False,
+                               context_fn=lambda b=block: (contextlib.nullcontext(), _running_stats_kept(b)))
         return x
 
     @torch.jit.ignore
@@ -130,7 +150,8 @@ class MobileNet(nn.Module):
         """Recompute every block in the backward pass instead of storing its activations (timm's name).
 
         Trades compute for memory (Chen et al., 2016, "Training Deep Nets with Sublinear Memory Cost"), through
-        ``torch.utils.checkpoint`` (non-reentrant); gradients are unchanged. Inference and ``torch.no_grad`` are
+        ``torch.utils.checkpoint`` (non-reentrant); gradients are unchanged, and so are BatchNorm's running
+        statistics (the recomputation does not update them a second time). Inference and ``torch.no_grad`` are
         not affected.
         """
         self.grad_checkpointing = bool(enable)

@@ -387,6 +387,7 @@ def grow(source: MobileNet, target: MobileNet) -> SurgeryReport:
                 _copy_block(source.stages[k][i], dst, f"stages.{k}.{i}.", t_prefix, report)
     report.loaded.sort()
     report.new.sort()
+    report.reinitialised.sort()
     report.adapted = dict(sorted(report.adapted.items()))
     report.params_before, report.params_after = count_params(source), count_params(target)
     report.macs_before, report.macs_after = _macs(source.config), _macs(target.config)
