@@ -102,8 +102,7 @@ def _check_overrides(entry: dict[str, Any], requested: dict[str, Any]) -> dict[s
     if spec.name != entry["model"]:
         raise PretrainedError(f"the manifest maps {entry['model']}.{entry['tag']} to {entry['source']}, "
                               f"which converts into {spec.name} (a manifest error)")
-    source = build_config(spec.name, **spec.options)
-    theirs = source.options.to_dict()
+    theirs = build_config(spec.name, **spec.options).options.to_dict()
     conflicts, changed = {}, {}
     for key, value in requested.items():
         if key in FREE_OPTIONS:
@@ -122,9 +121,10 @@ def _check_overrides(entry: dict[str, Any], requested: dict[str, Any]) -> dict[s
             "(drop_rate, drop_path_rate, num_classes, in_chans, global_pool and output_stride may be changed with "
             "pretrained weights; se_ratio, repeats and kernel_sizes may grow them, keeping their function)."
         )
+    source = build_config(spec.name, **{**spec.options, **changed})  # free options' values checked here
     if growth:
         try:
-            plan(source, build_config(spec.name, **{**spec.options, **growth}))
+            plan(source, build_config(spec.name, **{**spec.options, **changed, **growth}))
         except ValueError as e:
             detail = ", ".join(f"{k}={conflicts[k][0]!r} (weights: {conflicts[k][1]!r})" for k in sorted(growth))
             raise ValueError(f"pretrained weights {entry['model']}.{entry['tag']} do not fit the architecture asked "

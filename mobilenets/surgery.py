@@ -26,7 +26,7 @@ kernels, narrower or removed squeeze-excite, and new blocks without a residual c
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -62,7 +62,9 @@ class SurgeryReport:
     ``loaded``: copied unchanged; ``adapted``: filled from a pretrained tensor of another shape or scale (key ->
     what was done); ``new``: no pretrained counterpart, initialised to keep the function; ``reinitialised``: fresh
     weights that do not keep the function (a classifier of another size). ``blocks`` maps each target block to the
-    pretrained block it came from (``None``: new). ``str(report)`` is a readable summary.
+    pretrained block it came from (``None``: new). Parameters and MACs (``mobilenets.profile``, one image at
+    ``input_size``) are counted with the target's classifier on both sides, so they show what the growth costs.
+    ``str(report)`` is a readable summary.
     """
 
     model: str
@@ -81,6 +83,15 @@ class SurgeryReport:
     def new_blocks(self) -> list[str]:
         return [t for t, s in self.blocks.items() if s is None]
 
+    def _new_parts(self) -> list[str]:
+        """New modules outside new blocks (a block's new squeeze-excite), one line each."""
+        parts: dict[str, int] = {}
+        for key in self.new:
+            if not any(key.startswith(b + ".") for b in self.new_blocks):
+                module = ".".join(key.split(".")[:4])  # stages.<i>.<j>.<part>
+                parts[module] = parts.get(module, 0) + 1
+        return [f"{m} ({n} tensors)" for m, n in parts.items()]
+
     def __str__(self) -> str:
         def change(a: int, b: int, unit: float, suffix: str) -> str:
             pct = f" ({(b - a) / a:+.1%})" if a else ""
@@ -97,7 +108,7 @@ class SurgeryReport:
                      f"{self.input_size}x{self.input_size}")
         for title, items in (("moved", [f"{t} <- {s}" for t, s in moved.items()]),
                              ("adapted", [f"{k}: {v}" for k, v in self.adapted.items()]),
-                             ("new", [k for k in self.new if not any(k.startswith(b + ".") for b in self.new_blocks)]),
+                             ("new", self._new_parts()),
                              ("reinitialised", self.reinitialised)):
             if items:
                 lines.append(f"  {title}:")
@@ -340,10 +351,10 @@ def _copy_block(src: nn.Module, dst: nn.Module, s_prefix: str, t_prefix: str, re
         _init_new_se(dst, t_prefix, report)
 
 
-def _macs(config: ModelConfig) -> int:
+def _on_meta(config: ModelConfig) -> MobileNet:
+    """``config`` built on the meta device, for counting (no memory, no initialisation)."""
     with torch.device("meta"):
-        model = MobileNet(config)
-    return count_macs(model, config.input_size)
+        return MobileNet(config)
 
 
 def grow(source: MobileNet, target: MobileNet) -> SurgeryReport:
@@ -389,8 +400,10 @@ def grow(source: MobileNet, target: MobileNet) -> SurgeryReport:
     report.new.sort()
     report.reinitialised.sort()
     report.adapted = dict(sorted(report.adapted.items()))
-    report.params_before, report.params_after = count_params(source), count_params(target)
-    report.macs_before, report.macs_after = _macs(source.config), _macs(target.config)
+    before = _on_meta(replace(source.config, num_classes=target.num_classes))
+    report.params_before, report.params_after = count_params(before), count_params(target)
+    report.macs_before = count_macs(before, target.config.input_size)
+    report.macs_after = count_macs(_on_meta(target.config), target.config.input_size)
     if target.pretrained_cfg is None and source.pretrained_cfg is not None:
         target.pretrained_cfg = adapt_pretrained_cfg(source.pretrained_cfg, num_classes=target.num_classes)
     logger.info("%s", report)

@@ -124,6 +124,8 @@ def test_new_sigmoid_squeeze_excite_and_combinations(lite, photos) -> None:
     report = both.surgery_report
     assert report.new_blocks == ["stages.1.2", "stages.4.3", "stages.6.1"]
     assert report.reinitialised == ["classifier.bias", "classifier.weight"] and both.num_classes == 10
+    assert report.params_before == count_params(mobilenets.create_model(LITE, num_classes=10)) < report.params_after
+    assert "stages.0.0.se (4 tensors)" in str(report)
     assert both.pretrained_cfg["num_classes"] == 10 and both.pretrained_cfg["categories"] is None
     with torch.no_grad():  # the features (what the new head reads) are the pretrained ones
         a, b = lite.forward_head(lite.forward_features(photos), pre_logits=True), \
