@@ -2,16 +2,55 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .features import check_out_indices, feature_levels, head_is_level
 from .layers import ConvNormAct, make_activation
-from .specs import ModelConfig
+from .specs import GLOBAL_POOLS, ModelConfig
+
+
+class AdaptiveAvgMaxPool2d(nn.Module):
+    """``0.5 * (global average + global max)``, timm's ``"avgmax"`` pooling: same width as either alone."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (F.adaptive_avg_pool2d(x, 1) + F.adaptive_max_pool2d(x, 1))
+
+
+@contextlib.contextmanager
+def _running_stats_kept(module: nn.Module) -> Iterator[None]:
+    """BatchNorm running statistics of ``module`` left as they are: a block recomputed for its gradients must not
+    count the batch a second time (momentum 0 keeps the averages exactly; the batch counter is restored)."""
+    norms = [m for m in module.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+    saved = [(m, m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum, count in saved:
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
+
+
+def make_global_pool(kind: str) -> nn.Module:
+    """The pooling module for ``Options.global_pool``: ``"avg"``, ``"max"`` or ``"avgmax"`` (output ``N, C, 1, 1``)."""
+    if kind not in GLOBAL_POOLS:
+        raise ValueError(f"global_pool={kind!r} is not one of {GLOBAL_POOLS}")
+    if kind == "avg":
+        return nn.AdaptiveAvgPool2d(1)
+    if kind == "max":
+        return nn.AdaptiveMaxPool2d(1)
+    return AdaptiveAvgMaxPool2d()
 
 
 class MobileNet(nn.Module):
@@ -36,7 +75,8 @@ class MobileNet(nn.Module):
         self.stem = ConvNormAct(config.in_chans, config.stem_chs, 3, 2, act=config.stem_act, opts=stem_opts)
         self.stages = nn.Sequential(*(nn.Sequential(*(b.build(opts) for b in stage)) for stage in config.stages))
         self.head = self._make_head(config)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = make_global_pool(config.options.global_pool)
+        self.grad_checkpointing = False
         self.pre_logits = self._make_pre_logits(config)
         self.dropout = nn.Dropout(config.drop_rate)
         self.classifier = self._make_classifier(config.num_classes)
@@ -91,7 +131,48 @@ class MobileNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Feature map after the head conv (before pooling): ``(N, num_features, H/32, W/32)``."""
-        return self.head(self.stages(self.stem(x)))
+        x = self.stem(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting() and torch.is_grad_enabled():
+            x = self._checkpointed_stages(x)
+        else:
+            x = self.stages(x)
+        return self.head(x)
+
+    @torch.jit.unused
+    def _checkpointed_stages(self, x: torch.Tensor) -> torch.Tensor:
+        """The stages, each block's activations dropped after forward and recomputed in backward."""
+        for stage in self.stages:
+            for block in stage:
+                x = checkpoint(block, x, use_reentrant=False,
+                               context_fn=lambda b=block: (contextlib.nullcontext(), _running_stats_kept(b)))
+        return x
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute every block in the backward pass instead of storing its activations (timm's name).
+
+        Trades compute for memory (Chen et al., 2016, "Training Deep Nets with Sublinear Memory Cost"), through
+        ``torch.utils.checkpoint`` (non-reentrant); gradients are unchanged, and so are BatchNorm's running
+        statistics (the recomputation does not update them a second time). Inference and ``torch.no_grad`` are
+        not affected.
+        """
+        self.grad_checkpointing = bool(enable)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Parameter groups in timm's format, so timm's layer-wise learning-rate decay works on this model.
+
+        ``timm.optim.create_optimizer_v2(model, "adamw", layer_decay=0.7)`` gives the stem the smallest scale, then
+        one group per block (``coarse=True``: per stage), the head conv shares the last block's group, and the
+        layers after pooling (``pre_logits``, ``classifier``) come last with scale 1: timm's EfficientNet grouping.
+        """
+        return dict(
+            stem=r"^stem\.",
+            blocks=[
+                (r"^stages\.(\d+)" if coarse else r"^stages\.(\d+)\.(\d+)", None),
+                (r"^head\.", (99999,)),  # timm's MATCH_PREV_GROUP: joins the last block's group
+            ],
+        )
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool a feature map and classify it; ``pre_logits=True`` returns the vector fed to the classifier."""
@@ -171,9 +252,17 @@ class MobileNet(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a freshly initialised one (0 removes it); the rest is untouched."""
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier with a freshly initialised one (0 removes it); the rest is untouched.
+
+        ``global_pool`` (``"avg"``, ``"max"``, ``"avgmax"``; ``None`` keeps the current one) replaces the pooling,
+        recorded in ``config.options`` so checkpoints keep it. The classifier's width does not depend on it.
+        """
+        pool = None if global_pool is None else make_global_pool(global_pool)
         self.classifier = self._make_classifier(num_classes)
+        if pool is not None:
+            self.pool = pool
+            self.config = replace(self.config, options=replace(self.config.options, global_pool=global_pool))
         if isinstance(self.classifier, nn.Linear):
             nn.init.normal_(self.classifier.weight, 0.0, 0.01)
             nn.init.zeros_(self.classifier.bias)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -63,6 +64,11 @@ from .manifest import (
 )
 from .model import MobileNet
 from .registry import build_config, check_arguments
+from .surgery import GROWABLE_OPTIONS, grow_pretrained, plan
+
+# Architecture options free to differ from pretrained weights: they change no tensor (global pooling; dilation in
+# place of striding past output_stride).
+FREE_OPTIONS = ("global_pool", "output_stride")
 
 STEM_WEIGHT = "stem.conv.weight"
 
@@ -85,8 +91,10 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     return w.to(dtype)
 
 
-def _check_overrides(entry: dict[str, Any], requested: dict[str, Any]) -> None:
-    """Architecture options passed with ``pretrained`` must equal the weights' (else the weights would not fit)."""
+def _check_overrides(entry: dict[str, Any], requested: dict[str, Any]) -> dict[str, Any]:
+    """Architecture options passed with ``pretrained`` must equal the weights' (else the weights would not fit),
+    except ``FREE_OPTIONS`` and ``GROWABLE_OPTIONS`` that ``surgery.plan`` accepts (checked here, before any
+    download). Returns the options of those two kinds that differ from the weights'."""
     try:
         spec = get_source(entry["source"])
     except ConversionError as e:
@@ -95,18 +103,33 @@ def _check_overrides(entry: dict[str, Any], requested: dict[str, Any]) -> None:
         raise PretrainedError(f"the manifest maps {entry['model']}.{entry['tag']} to {entry['source']}, "
                               f"which converts into {spec.name} (a manifest error)")
     theirs = build_config(spec.name, **spec.options).options.to_dict()
-    conflicts = {}
+    conflicts, changed = {}, {}
     for key, value in requested.items():
-        value = list(value) if isinstance(value, tuple) else value
-        if value != theirs[key]:
-            conflicts[key] = (value, theirs[key])
-    if conflicts:
-        detail = ", ".join(f"{k}={v!r} (weights: {w!r})" for k, (v, w) in sorted(conflicts.items()))
+        if key in FREE_OPTIONS:
+            changed[key] = value
+            continue
+        listed = list(value) if isinstance(value, tuple) else value
+        if listed != theirs[key]:
+            conflicts[key] = (listed, theirs[key])
+    growth = {k: requested[k] for k in conflicts if k in GROWABLE_OPTIONS}
+    refused = {k: v for k, v in conflicts.items() if k not in GROWABLE_OPTIONS}
+    if refused:
+        detail = ", ".join(f"{k}={v!r} (weights: {w!r})" for k, (v, w) in sorted(refused.items()))
         raise ValueError(
             f"pretrained weights {entry['model']}.{entry['tag']} do not fit the architecture asked for: {detail}. "
             "Drop these options to load the weights, or drop pretrained= for a randomly initialised model "
-            "(drop_rate, drop_path_rate, num_classes and in_chans may be changed with pretrained weights)."
+            "(drop_rate, drop_path_rate, num_classes, in_chans, global_pool and output_stride may be changed with "
+            "pretrained weights; se_ratio, repeats and kernel_sizes may grow them, keeping their function)."
         )
+    source = build_config(spec.name, **{**spec.options, **changed})  # free options' values checked here
+    if growth:
+        try:
+            plan(source, build_config(spec.name, **{**spec.options, **changed, **growth}))
+        except ValueError as e:
+            detail = ", ".join(f"{k}={conflicts[k][0]!r} (weights: {conflicts[k][1]!r})" for k in sorted(growth))
+            raise ValueError(f"pretrained weights {entry['model']}.{entry['tag']} do not fit the architecture asked "
+                             f"for: {detail}: {e}") from None
+    return {**changed, **growth}
 
 
 def load_pretrained(
@@ -135,7 +158,10 @@ def load_pretrained(
             and ``pretrained_cfg["categories"]`` becomes ``None``.
         in_chans: other than 3: the stem is adapted as timm does (``adapt_input_conv``), and ``pretrained_cfg``
             by ``data.adapt_pretrained_cfg``.
-        width_mult, depth_mult, **options: allowed only with the weights' own values (else ``ValueError``).
+        width_mult, depth_mult, **options: allowed only with the weights' own values (else ``ValueError``), except
+            ``global_pool`` and ``output_stride`` (free), and ``se_ratio``, ``repeats`` and ``kernel_sizes``, which
+            may grow the pretrained network keeping its function (``surgery.grow``; the model then has a
+            ``surgery_report``).
         drop_rate, drop_path_rate: free to choose (training only).
         allow_nonfinite: load weights holding NaN or infinity (refused by default).
     """
@@ -156,7 +182,7 @@ def load_pretrained(
     else:
         raise TypeError(f"pretrained must be True or a tag string, got {pretrained!r}")
     entry = lookup_entry(name, tag)
-    _check_overrides(entry, requested)
+    changed = _check_overrides(entry, requested)
 
     path = fetch_entry(entry, cache_dir, progress)
     try:
@@ -169,14 +195,18 @@ def load_pretrained(
         raise PretrainedError(f"{path} holds weights for {recorded['name']}, not {name}; delete it to convert again")
     if STEM_WEIGHT in tensors:
         tensors[STEM_WEIGHT] = adapt_input_conv(tensors[STEM_WEIGHT], in_chans)
-    model = build_model(name, recorded["options"], on_meta=True, num_classes=file_classes, in_chans=in_chans,
-                        drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+    free = {k: v for k, v in changed.items() if k in FREE_OPTIONS}
+    model = build_model(name, replace(recorded["options"], **free), on_meta=True, num_classes=file_classes,
+                        in_chans=in_chans, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
     load_state_dict_strict(model, tensors, str(path))
+    growth = {k: v for k, v in changed.items() if k in GROWABLE_OPTIONS}
+    if growth:  # build the architecture asked for and grow it from the weights (surgery.grow)
+        model = grow_pretrained(model, num_classes=num_classes, **growth)
     if "pretrained_cfg" in meta:  # validated by read_checkpoint
         cfg = validate_pretrained_cfg(json.loads(meta["pretrained_cfg"]), str(path))
     else:
         cfg = validate_pretrained_cfg(pretrained_cfg(entry, file_classes), f"the manifest entry {name}.{entry['tag']}")
-    if num_classes != file_classes:
+    if num_classes != model.num_classes:
         model.reset_classifier(num_classes)
     model.pretrained_cfg = adapt_pretrained_cfg(cfg, num_classes=num_classes, in_chans=in_chans)
     return model

@@ -457,6 +457,8 @@ def check_output_stride(value: object) -> None:
 ExpandRounding = Literal["divisor", "round", "width"]
 SEWidth = Literal["block_input", "expanded"]
 HeadScaling = Literal["scaled", "at_least", "fixed", "none"]
+GlobalPool = Literal["avg", "max", "avgmax"]
+GLOBAL_POOLS = ("avg", "max", "avgmax")
 
 
 @dataclass(frozen=True)
@@ -479,6 +481,8 @@ class Options:
         stem_scaled: scale the stem by ``width_mult`` (False in timm's narrow MobileNetV3s and EfficientNet-Lite).
         head_scaling: head conv width: ``"scaled"``, ``"at_least"`` (never below the paper's), ``"fixed"``, or
             ``"none"`` for no head conv (MobileNetV1 as in the paper).
+        global_pool: pooling before the classifier: ``"avg"`` (every paper), ``"max"``, or ``"avgmax"`` =
+            ``0.5 * (avg + max)`` (timm's meaning); holds no weights, so it may differ from pretrained weights.
         head_hidden_scaled: scale MobileNetV3's hidden FC layer by ``width_mult`` (torchvision) or not (timm).
         head_depth_scaled: depth-scale the head conv like a one-block stage (timm's mobilenetv3_large_150d).
         fix_first_last: do not depth-scale the first and last stage (EfficientNet-Lite, timm's MobileNetV2 d-models).
@@ -502,6 +506,7 @@ class Options:
     minimal: bool = False
     stem_scaled: bool = True
     head_scaling: HeadScaling = "scaled"
+    global_pool: GlobalPool = "avg"
     head_hidden_scaled: bool = False
     head_depth_scaled: bool = False
     fix_first_last: bool = False
@@ -556,6 +561,7 @@ class Options:
             "expand_rounding": ("divisor", "round", "width"),
             "se_width": ("block_input", "expanded"),
             "head_scaling": ("scaled", "at_least", "fixed", "none"),
+            "global_pool": GLOBAL_POOLS,
             "padding": ("symmetric", "same"),
             "downsample": DOWNSAMPLES,
         }
