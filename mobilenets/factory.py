@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from torch import nn
 
-from .checkpoint import build_model, load_checkpoint_into, load_state_dict_strict
+from .checkpoint import load_checkpoint_into
 from .features import MobileNetFeatures
 from .model import MobileNet
 from .pretrained import load_pretrained
@@ -68,28 +67,14 @@ def create_model(
     if out_indices is not None and not features_only:
         raise ValueError("out_indices selects the outputs of a backbone: pass features_only=True with it")
     if pretrained:
-        model = load_pretrained(name, pretrained, cache_dir=cache_dir, allow_nonfinite=allow_nonfinite, **kwargs)
-        if output_stride != 32:  # converted weights are recorded at the default
-            model = _at_output_stride(model, output_stride)
+        model = load_pretrained(name, pretrained, cache_dir=cache_dir, allow_nonfinite=allow_nonfinite,
+                                output_stride=output_stride, **kwargs)
     elif checkpoint_path is not None:
         model = load_checkpoint_into(name, checkpoint_path, allow_nonfinite=allow_nonfinite,
                                      output_stride=output_stride, **kwargs)
     else:
         model = MobileNet(build_config(name, output_stride=output_stride, **kwargs))
     return MobileNetFeatures(model, out_indices) if features_only else model
-
-
-def _at_output_stride(model: MobileNet, output_stride: int) -> MobileNet:
-    """``model`` rebuilt at ``output_stride`` with the same weights (they do not depend on it)."""
-    config = model.config
-    if config.options.output_stride == output_stride:
-        return model
-    rebuilt = build_model(config.name, replace(config.options, output_stride=output_stride), on_meta=True,
-                          num_classes=config.num_classes, in_chans=config.in_chans, drop_rate=config.drop_rate,
-                          drop_path_rate=config.drop_path_rate)
-    load_state_dict_strict(rebuilt, model.state_dict(), f"{config.name} weights")
-    rebuilt.pretrained_cfg = model.pretrained_cfg
-    return rebuilt.train(model.training)
 
 
 __all__ = ["create_model"]

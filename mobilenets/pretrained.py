@@ -37,6 +37,7 @@ from .cache import (
     sha256_file,
 )
 from .checkpoint import (
+    FREE_OPTIONS,
     CheckpointError,
     build_model,
     checkpoint_arguments,
@@ -65,10 +66,6 @@ from .manifest import (
 from .model import MobileNet
 from .registry import build_config, check_arguments
 from .surgery import GROWABLE_OPTIONS, grow_pretrained, plan
-
-# Architecture options free to differ from pretrained weights: they change no tensor (global pooling; dilation in
-# place of striding past output_stride).
-FREE_OPTIONS = ("global_pool", "output_stride")
 
 STEM_WEIGHT = "stem.conv.weight"
 
