@@ -101,6 +101,12 @@ class MobileNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def fuse(self) -> MobileNet:
+        """A copy for inference with every BatchNorm folded into its convolution (``mobilenets.export.fuse``)."""
+        from .export import fuse
+
+        return fuse(self)
+
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
