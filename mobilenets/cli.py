@@ -502,6 +502,17 @@ def build_parser() -> argparse.ArgumentParser:
     # -- issue 8: train (mobilenets/training.py) --
     # -- issue 8: validate (mobilenets/evaluate.py) --
     # -- issue 9: export (mobilenets/export.py) --
+    from .export import add_arguments as add_export_arguments  # light: torch only; onnx is imported on use
+    from .export import export_command
+
+    p = commands.add_parser(
+        "export", help="write a model as ONNX, TorchScript or a torch.export program",
+        description="Write MODEL (with --pretrained TAG, default its default weights) or --checkpoint FILE as an ONNX "
+                    "file (needs pip install \"mobilenets[export]\"), a TorchScript archive or a torch.export .pt2 "
+                    "program, BatchNorm folded, with the preprocessing and class names as metadata.",
+    )
+    add_export_arguments(p)
+    p.set_defaults(handler=export_command, command_parser=p)
     # -- issue 9: quantize (mobilenets/quantize.py) --
     # -- issue 9: benchmark (mobilenets/benchmark.py) --
     return parser

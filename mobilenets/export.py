@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import io
 import json
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -149,9 +151,13 @@ def _check_writable(path: Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory; give the file to write, e.g. {path / 'model.onnx'}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if parent.exists() and not parent.is_dir():
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:  # atomic_write creates missing directories
+        parent = parent.parent
+    if not parent.is_dir():
         raise NotADirectoryError(f"cannot write {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {path}: no permission to write in {parent}")
     return path
 
 
@@ -253,7 +259,13 @@ def export_torchscript(model: nn.Module, path: str | Path, *, fuse: bool = True,
         warnings.simplefilter("ignore")
         compiled = torch.jit.script(net) if method == "script" else torch.jit.trace(net, _example(model, 1))
     extra = {"mobilenets.json": json.dumps(metadata(model))}
-    return atomic_write(path, lambda tmp: torch.jit.save(compiled, tmp, _extra_files=extra))
+
+    def write(tmp: str) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.save's deprecation notice: TorchScript is what was asked for
+            torch.jit.save(compiled, tmp, _extra_files=extra)
+
+    return atomic_write(path, write)
 
 
 def export_program(model: nn.Module, path: str | Path, *, dynamic_batch: bool = False, dynamic_size: bool = False,
@@ -271,7 +283,9 @@ def export_program(model: nn.Module, path: str | Path, *, dynamic_batch: bool = 
         program = torch.export.export(net, (_example(model, 2 if dynamic_batch else 1),),
                                       dynamic_shapes=_dynamic_shapes(dynamic_batch, dynamic_size))
     extra = {"mobilenets.json": json.dumps(metadata(model))}
-    return atomic_write(path, lambda tmp: torch.export.save(program, tmp, extra_files=extra))
+    buffer = io.BytesIO()  # torch.export.save wants a name ending in .pt2; the temporary file's does not
+    torch.export.save(program, buffer, extra_files=extra)
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -287,7 +301,9 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raw = json.loads(extra["mobilenets.json"])
     else:
         extra = {"mobilenets.json": ""}
-        torch.jit.load(str(path), _extra_files=extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
+            torch.jit.load(str(path), _extra_files=extra)
         raw = json.loads(extra["mobilenets.json"])
     out: dict[str, Any] = {}
     for key, value in raw.items():
@@ -334,7 +350,11 @@ def optimize_for_inference(model: nn.Module, example: torch.Tensor) -> Callable[
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``mobilenets export``."""
-    p.add_argument("model", nargs="?", metavar="MODEL", help="model name (omit with --checkpoint)")
+    p.usage = ("%(prog)s (MODEL [--pretrained TAG] | --checkpoint FILE) --format {onnx,torchscript,exported-program} "
+               "[--dynamic-batch] [--dynamic-size] [--fuse | --no-fuse] [--opset N] OUT")
+    p.add_argument("positionals", nargs="*", metavar="MODEL OUT",
+                   help="the model name (omit with --checkpoint) and the file to write")
+    _gather_positionals(p)
     p.add_argument("--pretrained", metavar="TAG", help="weights: MODEL.TAG or a TAG of MODEL (default: its default)")
     p.add_argument("--checkpoint", metavar="FILE", help="a mobilenets .safetensors checkpoint instead of MODEL")
     p.add_argument("--format", required=True, choices=FORMATS, help="what to write")
@@ -344,36 +364,61 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True,
                    help="fold BatchNorm into the convolutions first (default: on)")
     p.add_argument("--opset", type=int, metavar="N", help=f"ONNX opset (default: {DEFAULT_OPSET})")
-    p.add_argument("out", metavar="OUT", help="the file to write")
+
+
+def _gather_positionals(p: argparse.ArgumentParser) -> None:
+    """Let MODEL and OUT sit on either side of the options (``MODEL --format onnx OUT``).
+
+    argparse fills each positional from one run of plain arguments only, so an OUT after the options would be
+    "unrecognized"; this parser takes such leftovers (never ``-`` options) as further positionals.
+    """
+    parse = p.parse_known_args
+
+    def parse_known_args(args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        ns, extras = parse(args, namespace)
+        ns.positionals = list(ns.positionals) + [a for a in extras if not a.startswith("-")]
+        return ns, [a for a in extras if a.startswith("-")]
+
+    p.parse_known_args = parse_known_args  # type: ignore[method-assign]
 
 
 def export_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``mobilenets export``: write MODEL (or --checkpoint FILE) as ONNX, TorchScript or a torch.export program."""
-    from .cli import load_model
+    from .cli import _debug, _error, load_model
+    from .images import one_line
 
     if args.checkpoint is not None and args.pretrained is not None:
         parser.error("--pretrained and --checkpoint are mutually exclusive")
+    if len(args.positionals) > 2:
+        parser.error(f"expected MODEL and OUT, got {len(args.positionals)} arguments: {' '.join(args.positionals)}")
+    *model, args.out = args.positionals
+    args.model = model[0] if model else None
     if args.checkpoint is None and args.model is None and args.pretrained is None:
-        parser.error("give MODEL (and optionally --pretrained TAG) or --checkpoint FILE")
+        parser.error("give MODEL (and optionally --pretrained TAG) or --checkpoint FILE, then OUT")
     if args.opset is not None and args.format != "onnx":
         parser.error("--opset applies to --format onnx only")
-    if args.format == "torchscript" and (args.dynamic_batch or args.dynamic_size):
-        pass  # TorchScript archives take any batch and size anyway
     if args.format == "onnx":
         try:
             import onnx  # noqa: F401
         except ImportError:
-            raise ImportError(f"--format onnx needs the onnx package: {EXPORT_EXTRA}") from None
-    _check_writable(Path(args.out))
-    model = load_model(args.model, args.pretrained, args.checkpoint)
-    if args.format == "onnx":
-        out = export_onnx(model, args.out, dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size,
-                          fuse=args.fuse, opset=args.opset)
-    elif args.format == "torchscript":
-        out = export_torchscript(model, args.out, fuse=args.fuse)
-    else:
-        out = export_program(model, args.out, dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size,
-                             fuse=args.fuse)
+            _error(f"--format onnx needs the onnx package: {EXPORT_EXTRA}")
+            return 1
+    try:
+        _check_writable(Path(args.out))
+        model = load_model(args.model, args.pretrained, args.checkpoint)
+        if args.format == "onnx":
+            out = export_onnx(model, args.out, dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size,
+                              fuse=args.fuse, opset=args.opset)
+        elif args.format == "torchscript":
+            out = export_torchscript(model, args.out, fuse=args.fuse)
+        else:
+            out = export_program(model, args.out, dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size,
+                                 fuse=args.fuse)
+    except (OSError, ValueError, ImportError, RuntimeError) as e:  # unknown model, bad file, missing extra, ...
+        if _debug():
+            raise
+        _error(one_line(e))
+        return 1
     print(f"wrote {out} ({args.format}, {out.stat().st_size / 2**20:.1f} MiB)")
     return 0
 
