@@ -322,8 +322,11 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 def optimize_for_inference(model: nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """A fast inference callable for ``model`` on ``example``'s device and dtype (what ``predict`` uses).
 
-    BatchNorm folded (``fuse``), channels-last memory format, traced, frozen and passed through
-    ``torch.jit.optimize_for_inference`` (oneDNN convolutions on CPU), with no compile step worth waiting for.
+    BatchNorm folded (``fuse``), channels-last memory format, traced and frozen (``torch.jit.freeze``): a few
+    seconds to prepare, no compile step. Measured side by side on a 2-core x86 CPU against ``torch.compile`` of
+    timm's MobileNetV3-Large (same calibrated weights, flushed denormals): 1.17x its speed at batch 1, 1.07x at
+    batch 32; ``torch.jit.optimize_for_inference`` on top (oneDNN layouts) was slower (0.86x / 0.76x), and so was
+    the NCHW layout (1.00x / 0.62x).
     The callable takes any batch and input size (the SAME padding is traced as shape arithmetic) and returns the
     logits, equal to the eager model's to 1e-4. Gradients are not tracked.
     """
@@ -333,7 +336,7 @@ def optimize_for_inference(model: nn.Module, example: torch.Tensor) -> Callable[
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(net, example.to(memory_format=memory_format), check_trace=False)
-        frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+        frozen = torch.jit.freeze(traced.eval())
         frozen(example.to(memory_format=memory_format))  # the first runs specialise; do them now
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -341,6 +344,22 @@ def optimize_for_inference(model: nn.Module, example: torch.Tensor) -> Callable[
             return frozen(x.to(memory_format=memory_format))
 
     return run
+
+
+# Images from which predict / validate take the fast path: its setup (a few seconds) costs about as much as
+# running the eager model on this many images at batch 32 on a small CPU.
+FAST_PATH_MIN_IMAGES = 64
+
+
+def fast_or_eager(model: nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``optimize_for_inference(model, example)``, or ``model`` itself if the model cannot be traced (a user's
+    custom module): the caller runs either the same way."""
+    try:
+        return optimize_for_inference(model, example)
+    except Exception as e:  # noqa: BLE001 - any failure to trace or freeze: the eager model still works
+        warnings.warn(f"the fast inference path is not available for this model ({type(e).__name__}); "
+                      "running it eagerly", stacklevel=2)
+        return model
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -423,5 +442,5 @@ def export_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     return 0
 
 
-__all__ = ["FORMATS", "export_command", "export_onnx", "export_program", "export_torchscript", "fuse", "metadata",
-           "optimize_for_inference", "read_metadata"]
+__all__ = ["FAST_PATH_MIN_IMAGES", "FORMATS", "export_command", "export_onnx", "export_program", "export_torchscript",
+           "fast_or_eager", "fuse", "metadata", "optimize_for_inference", "read_metadata"]
