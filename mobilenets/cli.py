@@ -22,7 +22,7 @@ import os
 import sys
 import unicodedata
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -239,7 +239,7 @@ def _print_json(documents: list[dict[str, Any]]) -> None:
     print(json.dumps(documents, indent=2, allow_nan=False), flush=True)
 
 
-def _classify(model: torch.nn.Module, batch: torch.Tensor, labels: list[str], topk: int,
+def _classify(model: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, labels: list[str], topk: int,
               ) -> list[list[dict[str, Any]] | None]:
     """Top-k predictions per image; ``None`` for an image whose logits or probabilities are not all finite."""
     logits = model(batch).float()
@@ -289,6 +289,12 @@ def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                              f"{transform.input_size[0]}; predict cannot feed it images")
         labels, label_source = class_names(model)
         model = model.to(device).eval()
+        from .export import FAST_PATH_MIN_IMAGES, fast_or_eager  # issue 9: the fast inference path
+
+        run_model: Any = model
+        if len(items) >= FAST_PATH_MIN_IMAGES:  # enough images to repay its setup
+            example = torch.zeros(min(args.batch_size, len(items)), *transform.input_size, device=device)
+            run_model = fast_or_eager(model, example)
     except KeyboardInterrupt:
         raise
     except Exception as e:  # noqa: BLE001 - unknown model/tag, bad checkpoint, no network, bad device: one line
@@ -309,7 +315,7 @@ def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             if good:
                 try:
                     stacked = torch.stack([batch[k][1] for k in good]).to(device)  # type: ignore[misc]
-                    results = dict(zip(good, _classify(model, stacked, labels, args.topk), strict=True))
+                    results = dict(zip(good, _classify(run_model, stacked, labels, args.topk), strict=True))
                 except Exception as e:  # noqa: BLE001 - out of memory, a broken device, ...
                     if _debug():
                         raise
@@ -513,6 +519,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_validate_arguments(p, _positive_int)
     p.set_defaults(handler=validate_command, command_parser=p)
     # -- issue 9: export (mobilenets/export.py) --
+    from .export import add_arguments as add_export_arguments  # light: torch only; onnx is imported on use
+    from .export import export_command
+
+    p = commands.add_parser(
+        "export", help="write a model as ONNX, TorchScript or a torch.export program",
+        description="Write MODEL (with --pretrained TAG, default its default weights) or --checkpoint FILE as an ONNX "
+                    "file (needs pip install \"mobilenets[export]\"), a TorchScript archive or a torch.export .pt2 "
+                    "program, BatchNorm folded, with the preprocessing and class names as metadata.",
+    )
+    add_export_arguments(p)
+    p.set_defaults(handler=export_command, command_parser=p)
     # -- issue 9: quantize (mobilenets/quantize.py) --
     # -- issue 9: benchmark (mobilenets/benchmark.py) --
     return parser

@@ -100,15 +100,26 @@ DEFAULT_LAYER_OPTIONS = LayerOptions()
 
 
 class PadSame(nn.Module):
-    """TensorFlow SAME padding for a strided convolution: pad so that ``out = ceil(in / stride)``."""
+    """TensorFlow SAME padding for a strided convolution: pad so that ``out = ceil(in / stride)``.
+
+    The total padding of a side of length ``n`` is ``max((ceil(n / s) - 1) * s + e - n, 0)`` with the effective
+    kernel ``e = (k - 1) * d + 1``, which equals ``e - s + (-n mod s)``; when ``e >= s`` (every conv with a kernel
+    of 3 or more at stride 2) that is never negative, so the amounts are plain integer arithmetic on ``x.shape``
+    with no comparison. ``torch.fx``, ``torch.export`` (symbolic sizes), TorchScript and the ONNX exporters record
+    that arithmetic instead of freezing the amounts of the example input, so an exported model pads right at every
+    input size.
+    """
 
     def __init__(self, kernel_size: int, stride: int, dilation: int = 1) -> None:
         super().__init__()
         self.kernel_size, self.stride, self.dilation = kernel_size, stride, dilation
+        self.effective = (kernel_size - 1) * dilation + 1
 
     def _total(self, size: int) -> int:
-        out = -(-size // self.stride)
-        return max((out - 1) * self.stride + (self.kernel_size - 1) * self.dilation + 1 - size, 0)
+        total = self.effective - self.stride + (self.stride - size % self.stride) % self.stride
+        if self.effective < self.stride:  # a kernel smaller than its stride: no model here has one (static branch)
+            total = max(total, 0)
+        return total
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad_h, pad_w = self._total(x.shape[-2]), self._total(x.shape[-1])

@@ -249,6 +249,12 @@ class MobileNet(nn.Module):
         self.feature_info = self.feature_info[:max(kept) + 1]
         return kept
 
+    def fuse(self) -> MobileNet:
+        """A copy for inference with every BatchNorm folded into its convolution (``mobilenets.export.fuse``)."""
+        from .export import fuse
+
+        return fuse(self)
+
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
