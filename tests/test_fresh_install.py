@@ -38,7 +38,8 @@ RUNTIME_FILES = [*sorted((ROOT / "mobilenets").rglob("*.py")), ROOT / "hubconf.p
 
 # Imported only inside functions, by the weight converter reading other libraries' files: never needed to build,
 # load or run a model, so not runtime dependencies.
-OPTIONAL_IMPORTS = {"torchvision", "timm", "efficientnet_pytorch", "keras", "h5py"}
+OPTIONAL_IMPORTS = {"torchvision", "timm", "efficientnet_pytorch", "keras", "h5py",
+                    "onnx", "onnxscript", "onnxruntime", "openvino", "nncf", "skimage"}  # extras: imported lazily
 
 # Runtime dependencies that no runtime file imports by name, and why they are needed anyway (each is tested).
 INDIRECT_DEPENDENCIES = {
