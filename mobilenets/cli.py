@@ -531,7 +531,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_arguments(p)
     p.set_defaults(handler=export_command, command_parser=p)
     # -- issue 9: quantize (mobilenets/quantize.py) --
+    from . import quantize as quantize_module
+
+    p = commands.add_parser("quantize", help="post-training static int8 (NNCF; runs in OpenVINO / ONNX Runtime)",
+                            description="Write an int8 model calibrated on a folder of images (the quantize extra).")
+    quantize_module.add_arguments(p)
+    p.set_defaults(handler=quantize_module.quantize_command, command_parser=p)
     # -- issue 9: benchmark (mobilenets/benchmark.py) --
+    from . import benchmark as benchmark_module
+
+    p = commands.add_parser("benchmark", help="speed against torchvision and timm, same weights, interleaved rounds",
+                            description="img/s of ours and of torchvision's / timm's models with the same weights, "
+                                        "per mode, rounds interleaved; ratios ours / best peer.")
+    benchmark_module.add_arguments(p)
+    p.set_defaults(handler=benchmark_module.benchmark_command, command_parser=p)
     return parser
 
 

@@ -42,7 +42,7 @@ OPTIONAL_IMPORTS = {"torchvision", "timm", "efficientnet_pytorch", "keras", "h5p
 
 # Extras whose packages the runtime code imports inside the functions that need them (fine-tuning, export,
 # quantization), with an ImportError naming `pip install "mobilenets[EXTRA]"`; read from pyproject.toml.
-LAZY_EXTRAS = ("train", "export", "quantize")
+LAZY_EXTRAS = ("train", "export", "quantize", "benchmark")
 
 # Runtime dependencies that no runtime file imports by name, and why they are needed anyway (each is tested).
 INDIRECT_DEPENDENCIES = {

@@ -1,0 +1,88 @@
+"""``mobilenets benchmark``: every mode runs, every candidate predicts what our eager model predicts, the JSON
+document and the Markdown table have their fields, errors are one line. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mobilenets import cli
+
+pytest.importorskip("timm")
+pytest.importorskip("torchvision")
+pytest.importorskip("skimage")
+
+from mobilenets.benchmark import benchmark, ratios  # noqa: E402
+
+SMALL = dict(batch_sizes=[2], rounds=1, min_seconds=0.0, image_size=64, calibration_samples=8)
+
+
+def _by(results):
+    return {(r.mode, r.candidate): r for r in results}
+
+
+def test_fp32_modes_match_our_eager_predictions() -> None:
+    results = benchmark(["mobilenet_v3_small"], modes=["eager", "onnxruntime"], **SMALL)
+    results += benchmark(["mobilenet_v3_small"], modes=["channels_last", "traced", "bf16", "train"],
+                         compare=["timm"], **SMALL)
+    got = _by(results)
+    expected = {(m, c) for m in ("eager", "onnxruntime") for c in ("ours(torchvision)", "torchvision", "ours(timm)",
+                                                                  "timm")}
+    expected |= {(m, c) for m in ("channels_last", "traced", "bf16", "train") for c in ("ours(timm)", "timm")}
+    assert set(got) == expected
+    for (mode, name), r in got.items():
+        assert r.img_per_s > 0 and r.rounds == 1, (mode, name)
+        if mode == "bf16":  # reduced precision: random-weight logits are close together, so top-1 may flip
+            assert 0.0 <= r.extra["top1_agreement"] <= 1.0
+            continue
+        assert r.note == "", (mode, name, r.note)
+        if mode == "train":
+            assert r.extra["loss_diff"] <= 1e-3
+        else:
+            assert r.extra["top1_agreement"] == 1.0
+    assert {(q["mode"], q["ours_candidate"].startswith("ours(")) for q in ratios(results)} == {
+        (m, True) for m in ("eager", "onnxruntime", "channels_last", "traced", "bf16", "train")}
+
+
+def test_compile_and_int8_modes_run() -> None:
+    got = _by(benchmark(["mobilenet_v3_small"], modes=["compile", "int8"], compare=["timm"], **SMALL))
+    assert set(got) == {(m, c) for m in ("compile", "int8") for c in ("ours(timm)", "timm")}
+    assert got["compile", "ours(timm)"].extra["top1_agreement"] == 1.0
+    assert got["compile", "timm"].extra["top1_agreement"] == 1.0
+    for name in ("ours(timm)", "timm"):  # int8 agreement is measured on real weights in test_quantize.py
+        assert got["int8", name].img_per_s > 0 and 0.0 <= got["int8", name].extra["top1_agreement"] <= 1.0
+
+
+def test_cli_json_and_markdown(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "bench.json"
+    code = cli.main(["benchmark", "mobilenet_v3_small", "--modes", "eager", "--compare", "timm", "--batch-size", "1",
+                     "--rounds", "2", "--min-seconds", "0", "--image-size", "64", "--json", str(out), "--markdown"])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "| mobilenet_v3_small | 1 |" in table and "2 rounds interleaved" in table
+    doc = json.loads(out.read_text())
+    assert set(doc) == {"machine", "rounds", "results", "ratios"} and doc["rounds"] == 2
+    assert {"cpu", "cores", "date", "versions"} <= set(doc["machine"])
+    assert [(r["candidate"], r["mode"], r["batch_size"], r["rounds"]) for r in doc["results"]] == [
+        ("ours(timm)", "eager", 1, 2), ("timm", "eager", 1, 2)]
+    assert all(r["img_per_s_min"] <= r["img_per_s"] <= r["img_per_s_max"] for r in doc["results"])
+    (ratio,) = doc["ratios"]
+    assert ratio["ratio"] == pytest.approx(ratio["ours"] / ratio["best_peer"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--modes", "warp"], "unknown mode 'warp'"),
+    (["--compare", "keras"], "unknown library 'keras'"),
+    (["--device", "cuda"], "no CUDA device"),
+    (["efficientnet_b7"], "no peers for 'efficientnet_b7'"),
+])
+def test_errors_are_one_line(argv, message, capsys: pytest.CaptureFixture) -> None:
+    import torch
+
+    if argv == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert cli.main(["benchmark", *argv, "--rounds", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
