@@ -176,6 +176,14 @@ def _dist() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def _sample_count(loader: Any) -> int:
+    """How many samples a DataLoader will yield (0 when its dataset has no length)."""
+    try:
+        return len(loader.dataset)
+    except (AttributeError, TypeError):
+        return 0
+
+
 def evaluate(
     model: torch.nn.Module,
     data: Any,
@@ -187,6 +195,7 @@ def evaluate(
     class_names: Sequence[str] | None = None,
     progress: bool = False,
     distributed: bool = False,
+    fast: bool = False,
 ) -> Metrics:
     """Top-1 / top-5 accuracy, mean cross-entropy, per-class accuracy and confusion matrix of ``model`` on ``data``.
 
@@ -197,6 +206,8 @@ def evaluate(
     labels are output indices. The model runs in eval mode under ``torch.inference_mode`` (its mode is restored).
     ``distributed=True``: each process evaluates its share (every world_size-th sample) and the counts are summed
     over processes with ``torch.distributed.all_reduce``; every process returns the same ``Metrics``.
+    ``fast=True`` runs the model through ``export.fast_or_eager`` (BatchNorm folded, channels-last, traced and
+    frozen; logits within 1e-4 of eager) when there are at least ``export.FAST_PATH_MIN_IMAGES`` samples.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -235,6 +246,9 @@ def evaluate(
 
     from tqdm import tqdm
 
+    from .export import FAST_PATH_MIN_IMAGES, fast_or_eager
+
+    run_model: Any = None
     was_training = model.training
     model.eval()
     try:
@@ -247,7 +261,11 @@ def evaluate(
                     raise ValueError(f"a label outside 0..{k - 1} ({int(labels.min())}..{int(labels.max())}); "
                                      f"the data has {k} classes")
                 targets = target_of[labels]
-                logits = model(images).float()
+                if run_model is None:  # the first batch is the example the fast path is traced with
+                    run_model = model
+                    if fast and _sample_count(loader) >= FAST_PATH_MIN_IMAGES:
+                        run_model = fast_or_eager(model, images)
+                logits = run_model(images).float()
                 if logits.ndim != 2 or logits.shape[1] != num_outputs:
                     raise ValueError(f"the model returned {tuple(logits.shape)} for a batch, expected (N, "
                                      f"{num_outputs})")
@@ -415,7 +433,7 @@ def validate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         warnings.simplefilter("ignore")  # map_classes warned above already
         metrics = evaluate(model, ImageFolderDataset(scan), transform=transform, batch_size=args.batch_size,
                            device=device, num_workers=args.workers, class_names=scan.classes,
-                           progress=not args.json)
+                           progress=not args.json, fast=True)
     if args.plot is not None:
         plot_confusion(metrics, args.plot, title=f"{Path(args.data).name}: top-1 {metrics.top1:.2f}%, n {metrics.n}")
     if args.json:

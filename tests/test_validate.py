@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -264,3 +265,21 @@ def test_distributed_counts_are_summed_over_ranks(digits_val, tmp_path):
         assert doc["loss"] == pytest.approx(want["loss"], rel=1e-6)
     with pytest.raises(ValueError, match="initialised torch.distributed process group"):
         evaluate(tiny_model(), digits_val, distributed=True)
+
+
+def test_fast_path_gives_the_eager_metrics(tmp_path):
+    """``fast=True`` (fused, channels-last, traced: what `mobilenets validate` uses) counts as eager does, on
+    enough real images to take the fast path."""
+    from mobilenets.export import FAST_PATH_MIN_IMAGES
+
+    folder = write_digits_folder(tmp_path, per_class=10, val_every=1)[1]  # every image in val: 100
+    model = tiny_model()
+    dataset = ImageFolderDataset(scan_image_folder(folder))
+    assert len(dataset) >= FAST_PATH_MIN_IMAGES
+    eager = evaluate(model, dataset, batch_size=32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # fast_or_eager warns when it falls back to eager
+        fast = evaluate(model, dataset, batch_size=32, fast=True)
+    assert (fast.top1, fast.top5, fast.n) == (eager.top1, eager.top5, eager.n)
+    assert torch.equal(fast.confusion, eager.confusion)
+    assert fast.loss == pytest.approx(eager.loss, rel=1e-4)
