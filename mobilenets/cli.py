@@ -514,6 +514,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(p)
     p.set_defaults(handler=train_command, command_parser=p)
     # -- issue 8: validate (mobilenets/evaluate.py) --
+    from .evaluate import add_validate_arguments, validate_command
+
+    p = commands.add_parser(
+        "validate", help="top-1/top-5, per-class accuracy and confusion matrix on an image folder",
+        description="Validate a checkpoint or pretrained weights on an image folder DATA_DIR/CLASS/IMAGE, with the "
+                    "weights' own preprocessing. Class folders are matched to the model's classes by name; folders "
+                    "named by ImageNet WordNet id (n01440764 ...) map onto a 1000-class ImageNet model. Every file "
+                    "is checked first: a corrupt or non-image file is reported before any image is classified.",
+    )
+    add_validate_arguments(p, _positive_int)
+    p.set_defaults(handler=validate_command, command_parser=p)
     # -- issue 9: export (mobilenets/export.py) --
     # -- issue 9: quantize (mobilenets/quantize.py) --
     # -- issue 9: benchmark (mobilenets/benchmark.py) --

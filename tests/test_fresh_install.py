@@ -40,6 +40,10 @@ RUNTIME_FILES = [*sorted((ROOT / "mobilenets").rglob("*.py")), ROOT / "hubconf.p
 # load or run a model, so not runtime dependencies.
 OPTIONAL_IMPORTS = {"torchvision", "timm", "efficientnet_pytorch", "keras", "h5py"}
 
+# Extras whose packages the runtime code imports inside the functions that need them (fine-tuning, export,
+# quantization), with an ImportError naming `pip install "mobilenets[EXTRA]"`; read from pyproject.toml.
+LAZY_EXTRAS = ("train", "export", "quantize")
+
 # Runtime dependencies that no runtime file imports by name, and why they are needed anyway (each is tested).
 INDIRECT_DEPENDENCIES = {
     "numpy": "safetensors.torch.save_file, which writes every checkpoint, imports numpy",
@@ -69,6 +73,17 @@ def runtime_dependencies() -> set[str]:
     return requirement_names(PYPROJECT["project"]["dependencies"])
 
 
+def extra_modules(extras: tuple[str, ...] = LAZY_EXTRAS) -> set[str]:
+    """Top-level modules of the packages that ``extras`` add (not runtime dependencies): installed ones by their
+    distributions' files, others by their name (``foo-bar`` -> ``foo_bar``)."""
+    optional = PYPROJECT["project"].get("optional-dependencies", {})
+    wanted = set().union(*(requirement_names(optional.get(extra, [])) for extra in extras))
+    wanted -= runtime_dependencies() | {"mobilenets"}
+    modules = {module for module, dists in importlib.metadata.packages_distributions().items()
+               if {normalize(d) for d in dists} & wanted}
+    return modules | {name.replace("-", "_") for name in wanted}
+
+
 def imports(path: Path) -> list[tuple[str, int, bool]]:
     """``(top-level module, line, lazily)`` for every absolute import in ``path``; lazily: inside a function."""
     found = []
@@ -94,6 +109,7 @@ def distributions_of(module: str) -> set[str]:
 def imported_third_party() -> dict[str, list[str]]:
     """Top-level third-party modules imported by the runtime files -> ``file:line`` of each import."""
     local = {"mobilenets", "hubconf"}
+    extras = extra_modules()
     found: dict[str, list[str]] = {}
     for path in RUNTIME_FILES:
         for module, line, lazily in imports(path):
@@ -102,6 +118,10 @@ def imported_third_party() -> dict[str, list[str]]:
             where = f"{path.relative_to(ROOT)}:{line}"
             if module in OPTIONAL_IMPORTS:
                 assert lazily, f"{where}: {module} is a converter-only library; import it inside the function using it"
+                continue
+            if module in extras:
+                assert lazily, (f"{where}: {module} comes with an optional extra ({', '.join(LAZY_EXTRAS)}); import "
+                                "it inside the function using it")
                 continue
             found.setdefault(module, []).append(where)
     return found
@@ -113,8 +133,18 @@ def test_runtime_code_imports_only_declared_dependencies():
     undeclared = {m: w for m, w in found.items() if not distributions_of(m) & declared}
     assert not undeclared, (f"imported but not in pyproject.toml [project] dependencies: {undeclared}; "
                             "declare them (or, for a converter source library, import it lazily and add it to "
-                            "OPTIONAL_IMPORTS)")
+                            "OPTIONAL_IMPORTS; for an optional feature, import it lazily and list it in an extra: "
+                            f"{', '.join(LAZY_EXTRAS)})")
     assert "torch" in found and "safetensors" in found and "PIL" in found  # the walk sees the real imports
+
+
+def test_optional_extras_are_lazy_imports():
+    """The train extra's packages may only be imported inside functions; runtime dependencies never count as extras."""
+    modules = extra_modules()
+    assert {"torchvision", "matplotlib"} <= extra_modules(("train",)) <= modules
+    assert not modules & {"torch", "PIL", "numpy", "safetensors", "mobilenets"}
+    lazy = [(m, lazily) for path in RUNTIME_FILES for m, _, lazily in imports(path) if m in modules]
+    assert lazy and all(lazily for _, lazily in lazy)  # mobilenets.datasets imports torchvision in functions
 
 
 def test_every_declared_dependency_is_needed():
