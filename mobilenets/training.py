@@ -414,12 +414,15 @@ def _amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
 def _training_cfg(model: MobileNet, classes: list[str], input_size: int | None) -> dict[str, Any]:
     """The ``pretrained_cfg`` the fine-tuned model carries: the weights' preprocessing (at ``input_size`` if
     given) and the new class names. The base weights' tag, URL and ImageNet metrics no longer describe it."""
-    in_chans = model.config.in_chans
+    in_chans, size = model.config.in_chans, model.config.input_size
     base = dict(model.pretrained_cfg or {})
-    if not base:
-        base = dict(model=model.config.name, input_size=[in_chans, model.config.input_size, model.config.input_size],
-                    crop_pct=DEFAULT_CROP_PCT, interpolation=DEFAULT_INTERPOLATION, crop_mode="center",
-                    mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
+    defaults: dict[str, Any] = dict(model=model.config.name, interpolation=DEFAULT_INTERPOLATION, crop_mode="center",
+                                    mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
+    if "input_size" not in base and "crop" not in base:  # the model's native resolution, timm's default crop_pct
+        defaults["input_size"] = [in_chans, size, size]
+        if "resize" not in base:
+            defaults["crop_pct"] = DEFAULT_CROP_PCT
+    base = {**defaults, **base}
     for key in ("tag", "url", "metrics", "test_input_size", "test_crop_pct"):
         base.pop(key, None)
     if input_size is not None:
@@ -480,11 +483,6 @@ def _deterministic(enabled: bool, device: torch.device) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(before[0])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1], before[2]
-
-
-def _percent(value: float) -> float:
-    """An accuracy as a percentage (``evaluate`` reports fractions in [0, 1] or percentages; either reads)."""
-    return 100.0 * value if value <= 1.0 else value
 
 
 def finetune(
@@ -733,8 +731,8 @@ def finetune(
                     metrics = evaluate(eval_model, val_set, transform=val_tf, batch_size=batch_size, device=dev,
                                        num_workers=num_workers, class_names=list(classes), progress=False,
                                        distributed=dist_info.enabled)
-                    record.update(val_loss=float(metrics.loss), val_top1=_percent(float(metrics.top1)),
-                                  val_top5=_percent(float(metrics.top5)))
+                    record.update(val_loss=float(metrics.loss), val_top1=float(metrics.top1),
+                                  val_top5=float(metrics.top5))  # percentages
                 model.train()
                 elapsed = time.perf_counter() - t0
                 record.update(time_s=round(elapsed, 3), img_per_s=round(seen / max(elapsed, 1e-9), 2))
