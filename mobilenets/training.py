@@ -627,6 +627,9 @@ def finetune(
         lr = DEFAULT_LR[optimizer] if lr is None else float(lr)
         weight_decay = DEFAULT_WEIGHT_DECAY[optimizer] if weight_decay is None else float(weight_decay)
         backbone_lr_mult = (0.1 if from_pretrained else 1.0) if backbone_lr_mult is None else float(backbone_lr_mult)
+        if warmup_epochs is None:  # the default follows epochs, except on resume: the run's own warmup
+            warmup_epochs = saved["args"].get("warmup_epochs") if saved is not None and isinstance(
+                saved.get("args"), dict) else None
         warmup_epochs = min(1.0, epochs / 10) if warmup_epochs is None else float(warmup_epochs)
         amp_dtype = _amp_dtype(amp, dev)
         args = dict(model=model.config.name, pretrained=pretrained if isinstance(model_or_name, str) else None,
