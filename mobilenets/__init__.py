@@ -25,6 +25,7 @@ from .model import MobileNet
 from .pretrained import PretrainedError, download_pretrained, get_cache_dir, get_pretrained_cfg, list_pretrained
 from .registry import build_config, get_spec, list_models
 from .specs import ARCHITECTURES, Architecture, ModelConfig, Options, Row, resolve
+from .training import finetune
 
 __version__ = "0.1.0"
 
@@ -55,6 +56,7 @@ __all__ = [
     "create_model",
     "download_pretrained",
     "eval_transform",
+    "finetune",
     "from_checkpoint",
     "get_cache_dir",
     "get_pretrained_cfg",

@@ -506,6 +506,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Subcommands with their own modules add their parsers here (each imports its heavy dependencies lazily).
     # -- issue 8: train (mobilenets/training.py) --
+    from .training import add_arguments as add_train_arguments
+    from .training import train_command
+
+    p = commands.add_parser(
+        "train", help="fine-tune a model on a folder of images",
+        description="Fine-tune a model on DATA_DIR/<class>/<image> (every file is checked first): a new classifier "
+                    "for the folder's classes, the pretrained base frozen or partly unfrozen. Writes RUN_DIR/"
+                    "best.safetensors (for predict/validate --checkpoint), last.pt (for --resume), metrics.csv, "
+                    "metrics.jsonl and curves.png. Runs on several processes with `torchrun --nproc_per_node=N -m "
+                    "mobilenets train ...` (--batch-size is per process).",
+    )
+    add_train_arguments(p)
+    p.set_defaults(handler=train_command, command_parser=p)
     # -- issue 8: validate (mobilenets/evaluate.py) --
     from .evaluate import add_validate_arguments, validate_command
 

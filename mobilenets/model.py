@@ -255,6 +255,16 @@ class MobileNet(nn.Module):
 
         return fuse(self)
 
+    def train(self, mode: bool = True) -> MobileNet:
+        """``nn.Module.train``, except that submodules marked ``_mobilenets_frozen = True`` (by
+        ``mobilenets.training.freeze``) stay in eval mode: frozen BatchNorm keeps its running statistics."""
+        super().train(mode)
+        if mode:
+            for module in self.modules():
+                if getattr(module, "_mobilenets_frozen", False):
+                    module.train(False)
+        return self
+
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
