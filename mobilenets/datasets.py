@@ -281,18 +281,25 @@ class ImageFolderDataset(Dataset):
         return img, label
 
 
-class TransformedDataset(Dataset):
-    """``dataset`` with ``transform`` applied to each image: ``(transform(image), label)``."""
+class _Wrapper(Dataset):
+    """A dataset over another one, with its length and its ``classes`` / ``targets`` (when it has them)."""
 
-    def __init__(self, dataset: Dataset, transform: Callable[[Any], Any] | None) -> None:
+    def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
-        self.transform = transform
         for name in ("classes", "targets"):
             if hasattr(dataset, name):
                 setattr(self, name, getattr(dataset, name))
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
+
+
+class TransformedDataset(_Wrapper):
+    """``dataset`` with ``transform`` applied to each image: ``(transform(image), label)``."""
+
+    def __init__(self, dataset: Dataset, transform: Callable[[Any], Any] | None) -> None:
+        super().__init__(dataset)
+        self.transform = transform
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         image, label = self.dataset[index]
@@ -313,19 +320,13 @@ def _label(value: Any, index: int, num_classes: int, what: str) -> int:
     return value
 
 
-class CheckedDataset(Dataset):
+class CheckedDataset(_Wrapper):
     """A user's dataset with each sample checked when it is read: ``(PIL image or tensor, int label)``."""
 
     def __init__(self, dataset: Dataset, num_classes: int, what: str = "dataset") -> None:
-        self.dataset = dataset
+        super().__init__(dataset)
         self.num_classes = num_classes
         self.what = what
-        for name in ("classes", "targets"):
-            if hasattr(dataset, name):
-                setattr(self, name, getattr(dataset, name))
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         item = self.dataset[index]
