@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -280,6 +279,8 @@ def _existing_run(run: Path) -> list[str]:
 
 
 def _rng_state() -> dict[str, Any]:
+    import numpy as np  # a runtime dependency, imported where used (import mobilenets needs none)
+
     version, internal, gauss = random.getstate()
     key, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
@@ -294,6 +295,8 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
+    import numpy as np  # a runtime dependency, imported where used (import mobilenets needs none)
+
     version, internal, gauss = state["python"]
     random.setstate((int(version), tuple(int(v) for v in internal.tolist()), gauss))
     key, keys, pos, has_gauss, cached = state["numpy"]
@@ -558,6 +561,8 @@ def finetune(
         ``(model, history)``: the model after the last epoch (the EMA weights if ``ema``), in eval mode, and the
         ``History``. Its ``pretrained_cfg`` holds the class names and the preprocessing it was trained with.
     """
+    import numpy as np  # a runtime dependency, imported where used (import mobilenets needs none)
+
     from .factory import create_model
 
     numbers = dict(lr=lr, backbone_lr_mult=backbone_lr_mult, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
