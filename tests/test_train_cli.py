@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from mobilenets import from_checkpoint
 from mobilenets.cli import main
 from tests.digits import write_digits_folder
 
@@ -62,22 +62,36 @@ def test_train_errors_are_one_line(digits, tmp_path, capsys, extra, status, mess
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-def test_torchrun_two_cpu_processes(digits, tmp_path):
+@pytest.fixture
+def default_sigchld():
+    """A DataLoader with workers (earlier tests) leaves PyTorch's SIGCHLD handler installed in this process; it
+    runs on every child that ends, torchrun's included. Run the subprocesses with the default handler."""
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGCHLD, previous)
+
+
+def test_torchrun_two_cpu_processes(digits, tmp_path, default_sigchld):
     run = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
            "mobilenets", "train", str(digits[0]), "--val-dir", str(digits[1]), "--epochs", "2",
            "--output", str(run), "--device", "cpu", *TINY]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    # its own session: torchrun's elastic agent signals process groups when workers end, never ours
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+                          start_new_session=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("best validation top-1") == 1  # rank 0 alone prints and writes
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temporary file left behind
-    import torch
-
-    state = torch.load(run / "last.pt", weights_only=True)
-    assert state["args"]["world_size"] == 2 and len(state["rng"]) == 2
-    model = from_checkpoint(run / "best.safetensors")
-    assert model.pretrained_cfg["categories"] == [str(d) for d in range(10)]
+    # read back in a fresh process too: this one has run the rest of the suite's native libraries and threads
+    check = ("import sys, torch; from mobilenets import from_checkpoint; run = sys.argv[1]; "
+             "state = torch.load(run + '/last.pt', weights_only=True); "
+             "assert state['args']['world_size'] == 2 and len(state['rng']) == 2, state['args']; "
+             "model = from_checkpoint(run + '/best.safetensors'); "
+             "assert model.pretrained_cfg['categories'] == [str(d) for d in range(10)]; print('ok')")
+    done = subprocess.run([sys.executable, "-c", check, str(run)], env=env, capture_output=True, text=True,
+                          timeout=120, start_new_session=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
