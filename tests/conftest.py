@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -93,3 +94,14 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def parity_input() -> torch.Tensor:
     return torch.randn(2, 3, PARITY_SIZE, PARITY_SIZE, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def restore_sigchld():
+    """A DataLoader with workers installs PyTorch's SIGCHLD handler in this process for good. Once ONNX Runtime,
+    OpenVINO and NNCF are loaded too (test_benchmark, test_quantize), a child process that ends later (torchrun,
+    the probes in test_untrusted) crashed pytest with SIGSEGV. Each test gets back the disposition it found."""
+    previous = signal.getsignal(signal.SIGCHLD)
+    yield
+    if signal.getsignal(signal.SIGCHLD) is not previous:
+        signal.signal(signal.SIGCHLD, previous)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -62,16 +61,7 @@ def test_train_errors_are_one_line(digits, tmp_path, capsys, extra, status, mess
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-@pytest.fixture
-def default_sigchld():
-    """A DataLoader with workers (earlier tests) leaves PyTorch's SIGCHLD handler installed in this process; it
-    runs on every child that ends, torchrun's included. Run the subprocesses with the default handler."""
-    previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    yield
-    signal.signal(signal.SIGCHLD, previous)
-
-
-def test_torchrun_two_cpu_processes(digits, tmp_path, default_sigchld):
+def test_torchrun_two_cpu_processes(digits, tmp_path):
     run = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
