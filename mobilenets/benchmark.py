@@ -242,16 +242,12 @@ def _other_size(model: nn.Module, example: torch.Tensor) -> bool:
 
 
 def _int8_peer(peer: nn.Module, path: str, example: torch.Tensor, calibration: torch.Tensor, tmp: str) -> None:
-    import nncf
     import onnx
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    from .quantize import quantize_onnx
 
     fp32 = _peer_onnx(peer, os.path.join(tmp, f"peer{id(peer)}.fp32.onnx"), example[:1])
-    q = nncf.quantize(onnx.load(fp32), nncf.Dataset([{"input": calibration[i:i + 1].numpy()}
-                                                      for i in range(len(calibration))]),
-                      preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calibration),
-                      advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE))
-    onnx.save(q, path)
+    onnx.save(quantize_onnx(onnx.load(fp32), calibration)[0], path)
 
 
 def _build_cuda(mode: str, model: nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:

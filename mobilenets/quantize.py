@@ -45,7 +45,7 @@ QUANTIZE_EXTRA = 'pip install "mobilenets[quantize]"'
 MAX_CALIBRATION = 10_000
 OVERFLOW_FIX = ("enable", "first_layer", "disable")
 
-__all__ = ["calibration_tensors", "load_int8", "quantize", "quantize_command"]
+__all__ = ["calibration_tensors", "cpu_has_vnni", "load_int8", "quantize", "quantize_command", "quantize_onnx"]
 
 
 def _import(name: str) -> Any:
@@ -105,6 +105,64 @@ def calibration_tensors(model: nn.Module, source: str | os.PathLike | Sequence[A
     return batch.float()
 
 
+def cpu_has_vnni() -> bool:
+    """Whether this x86 CPU has VNNI (AVX512-VNNI, AVX-VNNI or AMX-INT8) int8 dot products (Linux ``/proc/cpuinfo``)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
+
+
+def resolve_overflow_fix(overflow_fix: str) -> str:
+    """``"auto"`` -> ``"disable"`` (full 8-bit weights) on a VNNI/AMX CPU, else ``"enable"`` (7-bit weights)."""
+    if overflow_fix not in ("auto", *OVERFLOW_FIX):
+        raise ValueError(f"overflow_fix must be one of auto, {', '.join(OVERFLOW_FIX)}, got {overflow_fix!r}")
+    if overflow_fix == "auto":
+        return "disable" if cpu_has_vnni() else "enable"
+    return overflow_fix
+
+
+def edge_layers(proto: Any) -> list[str]:
+    """The names of an ONNX graph's first convolution and last ``Gemm``/``MatMul`` (the stem and the classifier)."""
+    nodes = list(proto.graph.node)
+    first = next((n.name for n in nodes if n.op_type == "Conv"), None)
+    last = next((n.name for n in reversed(nodes) if n.op_type in ("Gemm", "MatMul")), None)
+    return [name for name in (first, last) if name]
+
+
+def quantize_onnx(
+    proto: Any, data: torch.Tensor, *, overflow_fix: str = "auto",
+    keep_fp32: Sequence[str] | Literal["edges"] = "edges",
+    fast_bias_correction: bool = False,
+) -> tuple[Any, dict[str, Any]]:
+    """NNCF post-training static int8 of an fp32 ONNX ``ModelProto`` (input ``"input"``), calibrated on ``data``.
+
+    The settings (measured in the module docstring): performance preset (symmetric activations), per-channel
+    weights, full bias correction, and the stem convolution and classifier left in fp32 (``keep_fp32="edges"``).
+    Returns ``(quantized proto, settings dict)``; shared by ``quantize`` and the benchmark's peers.
+    """
+    nncf = _import("nncf")
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    fix = resolve_overflow_fix(overflow_fix)
+    keep = edge_layers(proto) if keep_fp32 == "edges" else list(keep_fp32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantized = nncf.quantize(
+            proto, nncf.Dataset([{"input": data[i:i + 1].numpy()} for i in range(len(data))]),
+            preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(data),
+            fast_bias_correction=fast_bias_correction,
+            ignored_scope=nncf.IgnoredScope(names=keep) if keep else None,
+            advanced_parameters=AdvancedQuantizationParameters(overflow_fix=getattr(OverflowFix, fix.upper())),
+        )
+    settings = dict(toolchain=f"nncf {nncf.__version__}", scheme="int8 static, per-channel weights, QDQ",
+                    calibration_samples=len(data), overflow_fix=fix, keep_fp32=keep,
+                    bias_correction="fast" if fast_bias_correction else "full")
+    return quantized, settings
+
+
 def quantize(
     model: nn.Module,
     calibration: str | os.PathLike | Sequence[Any] | torch.Tensor,
@@ -113,8 +171,9 @@ def quantize(
     backend: Literal["nncf"] = "nncf",
     format: Literal["onnx", "openvino"] = "onnx",  # noqa: A002 - the CLI's --format
     num_samples: int = 300,
-    overflow_fix: str = "enable",
-    keep_fp32: Sequence[str] = (),
+    overflow_fix: str = "auto",
+    keep_fp32: Sequence[str] | Literal["edges"] = "edges",
+    fast_bias_correction: bool = False,
     dynamic_batch: bool = True,
     dynamic_size: bool = False,
 ) -> Path:
@@ -126,18 +185,19 @@ def quantize(
             ``export_onnx`` plus ``quantization``), run with OpenVINO or ONNX Runtime; ``"openvino"``: OpenVINO IR
             (``out_path`` ``.xml`` and its ``.bin`` next to it).
         overflow_fix: NNCF's overflow fix: ``"enable"`` (7-bit weights in every layer; right for CPUs without
-            VNNI, such as AVX2-only ones), ``"first_layer"`` or ``"disable"`` (full 8-bit weights, for VNNI/AMX).
-        keep_fp32: ONNX node names to leave in fp32 (NNCF ``IgnoredScope``).
+            VNNI, such as AVX2-only ones), ``"first_layer"``, ``"disable"`` (full 8-bit weights, for VNNI/AMX), or
+            ``"auto"`` (``disable`` if this CPU has VNNI, else ``enable``; the file records the choice).
+        keep_fp32: ONNX node names to leave in fp32 (NNCF ``IgnoredScope``); ``"edges"``: the stem convolution
+            and the classifier; ``()``: none.
+        fast_bias_correction: NNCF's fast bias correction instead of the full one (quicker, less accurate).
     """
     if backend != "nncf":
         raise ValueError(f"unknown backend {backend!r}; expected 'nncf'")
     if format not in ("onnx", "openvino"):
         raise ValueError(f"unknown format {format!r}; expected 'onnx' or 'openvino'")
-    if overflow_fix not in OVERFLOW_FIX:
-        raise ValueError(f"overflow_fix must be one of {', '.join(OVERFLOW_FIX)}, got {overflow_fix!r}")
+    resolve_overflow_fix(overflow_fix)  # a bad value fails before the export
     onnx = _import("onnx")
-    nncf = _import("nncf")
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+    _import("nncf")
 
     from .export import export_onnx
 
@@ -148,18 +208,9 @@ def quantize(
                            dynamic_size=dynamic_size, fuse=True)
         proto = onnx.load(str(fp32))
     meta = {p.key: p.value for p in proto.metadata_props}
-    fix = {"enable": OverflowFix.ENABLE, "first_layer": OverflowFix.FIRST_LAYER, "disable": OverflowFix.DISABLE}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantized = nncf.quantize(
-            proto, nncf.Dataset([{"input": data[i:i + 1].numpy()} for i in range(len(data))]),
-            preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(data),
-            ignored_scope=nncf.IgnoredScope(names=list(keep_fp32)) if keep_fp32 else None,
-            advanced_parameters=AdvancedQuantizationParameters(overflow_fix=fix[overflow_fix]),
-        )
-    meta["quantization"] = json.dumps(dict(toolchain=f"nncf {nncf.__version__}", scheme="int8 static, per-channel "
-                                           "weights, QDQ", calibration_samples=len(data), overflow_fix=overflow_fix,
-                                           keep_fp32=list(keep_fp32)))
+    quantized, settings = quantize_onnx(proto, data, overflow_fix=overflow_fix, keep_fp32=keep_fp32,
+                                        fast_bias_correction=fast_bias_correction)
+    meta["quantization"] = json.dumps(settings)
     del quantized.metadata_props[:]
     for key, value in meta.items():
         entry = quantized.metadata_props.add()
@@ -209,8 +260,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("onnx", "openvino"), default="onnx",
                    help="onnx: QDQ ONNX (OpenVINO or ONNX Runtime run it; default); openvino: OpenVINO IR")
     p.add_argument("--num-samples", type=int, default=300, metavar="N", help="calibration images used (default 300)")
-    p.add_argument("--overflow-fix", choices=OVERFLOW_FIX, default="enable",
-                   help="7-bit weights against int16 saturation on CPUs without VNNI (default: enable)")
+    p.add_argument("--overflow-fix", choices=("auto", *OVERFLOW_FIX), default="auto",
+                   help="enable: 7-bit weights against int16 saturation on CPUs without VNNI; auto (default): "
+                        "disable on a VNNI/AMX CPU, enable otherwise")
+    p.add_argument("--quantize-edges", action="store_true",
+                   help="quantize the stem convolution and the classifier too (kept fp32 by default)")
 
 
 def quantize_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -225,6 +279,6 @@ def quantize_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         parser.error("give MODEL --pretrained TAG, or --checkpoint FILE")
     model = load_model(args.model, args.pretrained, args.checkpoint).eval()
     path = quantize(model, args.calibration, args.out, format=args.format, num_samples=args.num_samples,
-                    overflow_fix=args.overflow_fix)
+                    overflow_fix=args.overflow_fix, keep_fp32=() if args.quantize_edges else "edges")
     print(f"wrote {path} (int8, {args.format})")
     return 0

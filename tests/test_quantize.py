@@ -1,8 +1,9 @@
 """``mobilenets quantize``: int8 through NNCF, checked against fp32 on real photos (scikit-image's and ours).
 
-Agreement measured on this project's CPU (AVX2, no VNNI) for the embedded EfficientNet-Lite0: 85 % of 100 random
-crops/flips of real photos keep their fp32 top-1 (97 % of those on which fp32 is more than 30 % confident); the
-bounds below leave a margin for calibration-order and kernel differences.
+Agreement measured for the embedded EfficientNet-Lite0 on 200 random crops/flips of real photos (the default
+settings: full bias correction, stem and classifier in fp32): 96-97 % keep their fp32 top-1, all of those on which
+fp32 is more than 30 % confident (AMD EPYC with AVX512-VNNI); on an AVX2-only CPU (7-bit weights) expect a few points
+less. The bounds below leave that margin.
 """
 
 from __future__ import annotations
@@ -74,13 +75,14 @@ def test_int8_agrees_with_fp32_on_real_photos(int8_lite0) -> None:
     for runtime in ("openvino", "onnxruntime"):
         logits = load_int8(path, runtime=runtime)(x)
         agree = logits.argmax(1) == top
-        assert agree.float().mean() >= 0.75, runtime
-        assert agree[confident].float().mean() >= 0.90, runtime
+        assert agree.float().mean() >= 0.85, runtime
+        assert agree[confident].float().mean() >= 0.95, runtime
         assert not torch.equal(logits, ref)  # it is int8, not the fp32 graph
 
 
 def test_int8_file_is_quantized_and_has_the_export_metadata(int8_lite0) -> None:
     from mobilenets.export import metadata
+    from mobilenets.quantize import cpu_has_vnni
 
     path, model = int8_lite0
     proto = onnx.load(str(path))
@@ -90,7 +92,10 @@ def test_int8_file_is_quantized_and_has_the_export_metadata(int8_lite0) -> None:
     expected = metadata(model)
     assert {k: meta[k] for k in expected} == expected
     info = json.loads(meta["quantization"])
-    assert info["overflow_fix"] == "enable" and info["calibration_samples"] == 48
+    assert info["overflow_fix"] == ("disable" if cpu_has_vnni() else "enable") and info["calibration_samples"] == 48
+    assert info["keep_fp32"] == ["/stem/conv/Conv", "/classifier/Gemm"] and info["bias_correction"] == "full"
+    float_convs = {n.input[1] for n in proto.graph.node if n.op_type == "Conv" and n.name in info["keep_fp32"]}
+    assert float_convs and not any(n.output[0] in float_convs for n in proto.graph.node if n.op_type.endswith("Linear"))
     assert not list(path.parent.glob(".*tmp"))  # the atomic write left no temporary file
 
 
@@ -105,3 +110,30 @@ def test_quantize_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     err = capsys.readouterr().err
     assert code == 1 and "not a directory" in err and err.count("\n") == 1
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_int8_keeps_the_top1_of_a_fine_tuned_model_on_labelled_digits(tmp_path: Path) -> None:
+    """The labelled fp32 -> int8 change: Lite0 fine-tuned on real digits (feature extraction, 64 px), quantized with
+    its training images as calibration, scored on the held-out digits against their labels."""
+    from digits import write_digits_folder
+
+    from mobilenets import finetune
+    from mobilenets.datasets import scan_image_folder
+    from mobilenets.quantize import load_int8, quantize
+
+    train, val = write_digits_folder(tmp_path / "d", per_class=50)
+    model, history = finetune("efficientnet_lite0", train, val, epochs=3, freeze="backbone", lr=1e-2, input_size=64,
+                              augment="none", progress=False, batch_size=32)
+    model.eval()
+    path = quantize(model, train, tmp_path / "digits.int8.onnx", num_samples=200)
+    transform = eval_transform(model)
+    samples = scan_image_folder(val).samples
+    x = torch.stack([transform(Image.open(p).convert("RGB")) for p, _ in samples])
+    labels = torch.tensor([label for _, label in samples])
+    with torch.no_grad():
+        fp32 = model(x).argmax(1)
+    int8 = load_int8(path)(x).argmax(1)
+    fp32_top1, int8_top1 = (float((p == labels).float().mean()) * 100 for p in (fp32, int8))
+    assert fp32_top1 >= 85.0, history["val_top1"]
+    assert abs(int8_top1 - fp32_top1) <= 3.0, (fp32_top1, int8_top1)
+    assert float((int8 == fp32).float().mean()) >= 0.95
