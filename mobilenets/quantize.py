@@ -28,8 +28,11 @@ Needs the ``quantize`` extra (nncf, openvino, onnx, onnxruntime).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
@@ -148,15 +151,23 @@ def quantize_onnx(
 
     fix = resolve_overflow_fix(overflow_fix)
     keep = edge_layers(proto) if keep_fp32 == "edges" else list(keep_fp32)
-    with warnings.catch_warnings():
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    # NNCF's progress bars go to stdout and its INFO lines to a stdout handler: stdout stays the caller's (the
+    # benchmark's --markdown table, quantize's one line); bars go to stderr, INFO lines are dropped.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore")
-        quantized = nncf.quantize(
-            proto, nncf.Dataset([{"input": data[i:i + 1].numpy()} for i in range(len(data))]),
-            preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(data),
-            fast_bias_correction=fast_bias_correction,
-            ignored_scope=nncf.IgnoredScope(names=keep) if keep else None,
-            advanced_parameters=AdvancedQuantizationParameters(overflow_fix=getattr(OverflowFix, fix.upper())),
-        )
+        logger.setLevel(logging.WARNING)
+        try:
+            quantized = nncf.quantize(
+                proto, nncf.Dataset([{"input": data[i:i + 1].numpy()} for i in range(len(data))]),
+                preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(data),
+                fast_bias_correction=fast_bias_correction,
+                ignored_scope=nncf.IgnoredScope(names=keep) if keep else None,
+                advanced_parameters=AdvancedQuantizationParameters(overflow_fix=getattr(OverflowFix, fix.upper())),
+            )
+        finally:
+            logger.setLevel(level)
     settings = dict(toolchain=f"nncf {nncf.__version__}", scheme="int8 static, per-channel weights, QDQ",
                     calibration_samples=len(data), overflow_fix=fix, keep_fp32=keep,
                     bias_correction="fast" if fast_bias_correction else "full")

@@ -112,7 +112,8 @@ def test_quantize_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     assert not (tmp_path / "q.onnx").exists()
 
 
-def test_int8_keeps_the_top1_of_a_fine_tuned_model_on_labelled_digits(tmp_path: Path) -> None:
+def test_int8_keeps_the_top1_of_a_fine_tuned_model_on_labelled_digits(tmp_path: Path,
+                                                                     capfd: pytest.CaptureFixture) -> None:
     """The labelled fp32 -> int8 change: Lite0 fine-tuned on real digits (feature extraction, 64 px), quantized with
     its training images as calibration, scored on the held-out digits against their labels."""
     from digits import write_digits_folder
@@ -125,7 +126,9 @@ def test_int8_keeps_the_top1_of_a_fine_tuned_model_on_labelled_digits(tmp_path: 
     model, history = finetune("efficientnet_lite0", train, val, epochs=3, freeze="backbone", lr=1e-2, input_size=64,
                               augment="none", progress=False, batch_size=32)
     model.eval()
+    capfd.readouterr()
     path = quantize(model, train, tmp_path / "digits.int8.onnx", num_samples=200)
+    assert capfd.readouterr().out == ""  # NNCF's bars and INFO lines stay off stdout (the benchmark's --markdown)
     transform = eval_transform(model)
     samples = scan_image_folder(val).samples
     x = torch.stack([transform(Image.open(p).convert("RGB")) for p, _ in samples])
