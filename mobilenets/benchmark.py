@@ -428,6 +428,29 @@ def ratios(results: Sequence[Result]) -> list[dict[str, Any]]:
     return out
 
 
+# Speed goals, each ours in some modes / the best peer in others (same model and batch size).
+GOALS = {
+    "export / peers' ONNX Runtime": (("onnxruntime",), ("onnxruntime",)),
+    "best deployable / peers' ONNX Runtime": (("int8", "bf16", "onnxruntime"), ("onnxruntime",)),
+    "predict path / peers' compile": (("traced",), ("compile",)),
+}
+
+
+def targets(results: Sequence[Result]) -> list[dict[str, Any]]:
+    """Per (model, batch size) and goal in ``GOALS``: our best img/s in its modes / the best peer's in its."""
+    out = []
+    for model, bs in dict.fromkeys((r.model, r.batch_size) for r in results):
+        group = [r for r in results if (r.model, r.batch_size) == (model, bs) and r.rounds]
+        for name, (our_modes, peer_modes) in GOALS.items():
+            ours = [r for r in group if r.mode in our_modes and r.candidate.startswith("ours(")]
+            peers = [r for r in group if r.mode in peer_modes and not r.candidate.startswith("ours(")]
+            if ours and peers:
+                a, b = max(ours, key=lambda r: r.img_per_s), max(peers, key=lambda r: r.img_per_s)
+                out.append(dict(model=model, batch_size=bs, target=name, ours_mode=a.mode, ours=a.img_per_s,
+                                peer=f"{b.candidate} {b.mode}", best_peer=b.img_per_s, ratio=a.img_per_s / b.img_per_s))
+    return out
+
+
 def machine() -> dict[str, Any]:
     """The CPU model (``lscpu``'s model name), cores, threads torch uses, library versions, date."""
     cpu = platform.processor() or platform.machine()
@@ -458,6 +481,17 @@ def markdown(document: dict[str, Any]) -> str:
             r = next((r for r in rows if (r["model"], r["batch_size"], r["mode"]) == (*key, mode)), None)
             cells.append(f"{r['ratio']:.2f} ({r['ours']:.0f})" if r else "–")
         lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+    goals = document.get("targets") or []
+    names = list(dict.fromkeys(g["target"] for g in goals))
+    if names:
+        lines += ["", "Targets, from the same run. Cells: ratio (our mode).", "",
+                  "| model | batch | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
+        for key in dict.fromkeys((g["model"], g["batch_size"]) for g in goals):
+            cells = []
+            for name in names:
+                g = next((g for g in goals if (g["model"], g["batch_size"], g["target"]) == (*key, name)), None)
+                cells.append(f"{g['ratio']:.2f} ({g['ours_mode']})" if g else "–")
+            lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -498,7 +532,7 @@ def benchmark_command(args: argparse.Namespace, parser: argparse.ArgumentParser)
                         device=args.device, image_size=args.image_size,
                         progress=lambda s: print(f"... {s}", file=sys.stderr, flush=True))
     document = dict(machine=machine(), rounds=args.rounds, results=[asdict(r) for r in results],
-                    ratios=ratios(results))
+                    ratios=ratios(results), targets=targets(results))
     if args.json:
         text = json.dumps(document, indent=2)
         atomic_write(args.json, lambda tmp: Path(tmp).write_text(text))

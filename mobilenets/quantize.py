@@ -2,25 +2,26 @@
 
 Toolchain: NNCF (OpenVINO's Neural Network Compression Framework) quantizes our fp32 ONNX export
 (``mobilenets.export.export_onnx``, BatchNorm folded) into a QDQ ONNX file, run by OpenVINO (fastest) or ONNX
-Runtime (also works). Why, measured on this project's CI machine (AMD EPYC Zen 3: AVX2, no AVX-512, no VNNI,
-no AMX; 2 cores shared with other jobs, so speeds are rough), EfficientNet-Lite0 with its ImageNet weights, top-1
-agreement with fp32 on 100 crops/flips of real photos (in parentheses: the 59 on which fp32 is >30 % confident):
+Runtime (also works). Why, measured with the embedded EfficientNet-Lite0 ImageNet weights, top-1 agreement with
+fp32 on random crops/flips of real photos (in parentheses: those on which fp32 is more than 30 % confident):
 
-* ONNX Runtime static quantization (QDQ or QOperator, per-channel, MinMax or percentile calibration): 0.52–0.54
-  (0.73–0.75) agreement with 8-bit weights, 0.71 (0.86) with ``reduce_range`` (7-bit weights); about 1.1–1.6x
-  our ONNX Runtime fp32 at batch 1.
-* NNCF default settings: 0.59–0.74; with ``OverflowFix.ENABLE`` (7-bit weights everywhere): 0.85 (0.97), 1.5–2.5x
-  ONNX Runtime fp32 at batch 1 and 8, run by OpenVINO.
+* ONNX Runtime static quantization (QDQ or QOperator, per-channel, MinMax or percentile calibration): 0.52-0.54
+  (0.73-0.75) with 8-bit weights on an AVX2-only CPU, 0.71 (0.86) with ``reduce_range``; its int8 kernels ran at
+  0.3-0.45x its own fp32 on an AVX512-VNNI CPU, where OpenVINO runs the same QDQ file at 2.3-4.5x.
+* NNCF, AMD EPYC with AVX512-VNNI, 200 crops: default settings 0.93 (0.98); full bias correction 0.95-0.97 (0.98);
+  full bias correction with the stem convolution and the classifier in fp32 (our defaults) 0.96-0.97 (1.00), at
+  the same speed. Asymmetric activations (``MIXED`` preset) were worse (0.91); NNCF's accuracy-aware search
+  (reverting layers until a metric holds) took over 6 minutes per model to gain 1.5 points and was not adopted.
+  On an AVX2-only CPU (AMD EPYC Zen 3), ``overflow_fix="enable"`` (7-bit weights) was needed: 0.85 (0.97).
 * PyTorch PT2E + torchao's ``X86InductorQuantizer`` needs ``torch.compile`` (minutes of compile per model and
-  shape on two cores) to run int8 kernels at all, and lowers to oneDNN kernels tuned for VNNI/AMX; not chosen.
+  shape on two cores) to run int8 kernels at all; not chosen.
 
-The accuracy gap is the CPU's: without VNNI, x86 int8 kernels multiply u8 x s8 pairs with ``vpmaddubsw``, whose
-int16 sums saturate; 7-bit weights (``overflow_fix``) avoid it at a small cost in resolution. On a VNNI/AMX CPU
-``overflow_fix="first_layer"`` (NNCF's default) gives better accuracy. MobileNetV3's hard-swish, hard-sigmoid
-and squeeze-excitation are quantized with NNCF's OpenVINO fusion patterns (the activation is fused into the
-preceding convolution's output quantizer, the SE multiply keeps an fp32 scale path); depthwise convolutions get
-per-channel weight scales; the first convolution's input and the classifier are quantized like the rest unless
-named in ``keep_fp32``.
+Without VNNI, x86 int8 kernels multiply u8 x s8 pairs with ``vpmaddubsw``, whose int16 sums saturate; 7-bit
+weights avoid it at a small cost in resolution, so ``overflow_fix="auto"`` picks 7-bit weights there and full 8-bit
+weights on VNNI/AMX CPUs (the file records which: run it on the kind of CPU it was made for). MobileNetV3's
+hard-swish, hard-sigmoid and squeeze-excitation are quantized with NNCF's OpenVINO fusion patterns (the activation
+is fused into the preceding convolution's output quantizer, the SE multiply keeps an fp32 scale path); depthwise
+convolutions get per-channel weight scales.
 
 Needs the ``quantize`` extra (nncf, openvino, onnx, onnxruntime).
 """

@@ -14,7 +14,7 @@ pytest.importorskip("timm")
 pytest.importorskip("torchvision")
 pytest.importorskip("skimage")
 
-from mobilenets.benchmark import benchmark, ratios  # noqa: E402
+from mobilenets.benchmark import benchmark, ratios, targets  # noqa: E402
 
 SMALL = dict(batch_sizes=[2], rounds=1, min_seconds=0.0, image_size=64, calibration_samples=8)
 
@@ -44,6 +44,12 @@ def test_fp32_modes_match_our_eager_predictions() -> None:
             assert r.extra["top1_agreement"] == 1.0
     assert {(q["mode"], q["ours_candidate"].startswith("ours(")) for q in ratios(results)} == {
         (m, True) for m in ("eager", "onnxruntime", "channels_last", "traced", "bf16", "train")}
+    goals = {g["target"]: g for g in targets(results)}
+    assert set(goals) == {"export / peers' ONNX Runtime", "best deployable / peers' ONNX Runtime"}  # no compile run
+    ort = max(got["onnxruntime", c].img_per_s for c in ("torchvision", "timm"))
+    best = max(got[m, c].img_per_s for m in ("bf16", "onnxruntime") for c in ("ours(torchvision)", "ours(timm)")
+               if (m, c) in got)
+    assert goals["best deployable / peers' ONNX Runtime"]["ratio"] == pytest.approx(best / ort)
 
 
 def test_compile_and_int8_modes_run() -> None:
@@ -63,7 +69,7 @@ def test_cli_json_and_markdown(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     table = capsys.readouterr().out
     assert "| mobilenet_v3_small | 1 |" in table and "2 rounds interleaved" in table
     doc = json.loads(out.read_text())
-    assert set(doc) == {"machine", "rounds", "results", "ratios"} and doc["rounds"] == 2
+    assert set(doc) == {"machine", "rounds", "results", "ratios", "targets"} and doc["rounds"] == 2
     assert {"cpu", "cores", "date", "versions"} <= set(doc["machine"])
     assert [(r["candidate"], r["mode"], r["batch_size"], r["rounds"]) for r in doc["results"]] == [
         ("ours(timm)", "eager", 1, 2), ("timm", "eager", 1, 2)]
