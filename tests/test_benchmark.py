@@ -25,12 +25,12 @@ def _by(results):
 
 def test_fp32_modes_match_our_eager_predictions() -> None:
     results = benchmark(["mobilenet_v3_small"], modes=["eager", "onnxruntime"], **SMALL)
-    results += benchmark(["mobilenet_v3_small"], modes=["channels_last", "traced", "bf16", "train"],
+    results += benchmark(["mobilenet_v3_small"], modes=["channels_last", "traced", "fast", "bf16", "train"],
                          compare=["timm"], **SMALL)
     got = _by(results)
     expected = {(m, c) for m in ("eager", "onnxruntime") for c in ("ours(torchvision)", "torchvision", "ours(timm)",
                                                                   "timm")}
-    expected |= {(m, c) for m in ("channels_last", "traced", "bf16", "train") for c in ("ours(timm)", "timm")}
+    expected |= {(m, c) for m in ("channels_last", "traced", "fast", "bf16", "train") for c in ("ours(timm)", "timm")}
     assert set(got) == expected
     for (mode, name), r in got.items():
         assert r.img_per_s > 0 and r.rounds == 1, (mode, name)
@@ -43,7 +43,7 @@ def test_fp32_modes_match_our_eager_predictions() -> None:
         else:
             assert r.extra["top1_agreement"] == 1.0
     assert {(q["mode"], q["ours_candidate"].startswith("ours(")) for q in ratios(results)} == {
-        (m, True) for m in ("eager", "onnxruntime", "channels_last", "traced", "bf16", "train")}
+        (m, True) for m in ("eager", "onnxruntime", "channels_last", "traced", "fast", "bf16", "train")}
     goals = {g["target"]: g for g in targets(results)}
     assert set(goals) == {"export / peers' ONNX Runtime", "best deployable / peers' ONNX Runtime"}  # no compile run
     ort = max(got["onnxruntime", c].img_per_s for c in ("torchvision", "timm"))
