@@ -186,18 +186,11 @@ def build(mode: str, model: nn.Module, ours: bool, example: torch.Tensor, tmp: s
             warnings.simplefilter("ignore")  # torch.jit's deprecation notices
             frozen = torch.jit.freeze(torch.jit.trace(model, example))
         return torch.inference_mode()(frozen)
-    if mode == "fast":  # ours: what predict / validate run; peers: the same recipe (freeze folds BatchNorm itself)
-        if ours:
-            from .export import optimize_for_inference
+    if mode == "fast":  # what predict / validate run; on a peer ``fuse`` finds nothing of ours to fold, and
+        # torch.jit.freeze folds its BatchNorm instead: the same recipe for both
+        from .export import optimize_for_inference
 
-            return optimize_for_inference(model, example)
-        import warnings
-
-        model = model.to(memory_format=torch.channels_last)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            frozen = torch.jit.freeze(torch.jit.trace(model, example.contiguous(memory_format=torch.channels_last)))
-        return torch.inference_mode()(lambda x: frozen(x.contiguous(memory_format=torch.channels_last)))
+        return optimize_for_inference(model, example)
     if mode == "compile":  # static shapes: one graph per batch size, as a deployment would compile it
         compiled = torch.compile(model, dynamic=False)
         return torch.inference_mode()(compiled)
@@ -370,9 +363,7 @@ def benchmark(models: Sequence[str] = DEFAULT_MODELS, *, batch_sizes: Sequence[i
                 say(f"{model} batch {bs} {mode}")
                 cands: list[Candidate] = []
                 notes: dict[str, str] = {}
-                with contextlib.ExitStack() as stack:
-                    stack.enter_context(torch._dynamo.config.patch(recompile_limit=256,
-                                                                   accumulated_recompile_limit=4096))
+                with torch._dynamo.config.patch(recompile_limit=256, accumulated_recompile_limit=4096):
                     tmp = keep.name
                     for lib, (ours, peer) in pairs.items():
                         for name, net, is_ours in ((f"ours({lib})", ours, True), (lib, peer, False)):
@@ -485,32 +476,29 @@ def machine() -> dict[str, Any]:
                 cuda=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 
 
+def _grid(items: Sequence[dict[str, Any]], column: str, cell: Callable[[dict[str, Any]], str]) -> list[str]:
+    """Markdown rows: one per (model, batch size) of ``items``, one column per distinct ``item[column]``."""
+    columns = list(dict.fromkeys(q[column] for q in items))
+    lines = ["| model | batch | " + " | ".join(columns) + " |", "|---|---:|" + "---:|" * len(columns)]
+    for key in dict.fromkeys((q["model"], q["batch_size"]) for q in items):
+        cells = []
+        for name in columns:
+            q = next((q for q in items if (q["model"], q["batch_size"], q[column]) == (*key, name)), None)
+            cells.append(cell(q) if q else "–")
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(document: dict[str, Any]) -> str:
-    """A table: one row per model and batch size, one column per mode, ``ratio (ours img/s)``."""
-    rows = document["ratios"]
-    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    """Two tables: per mode, ``ratio (ours img/s)``; then per goal in ``GOALS``, ``ratio (our mode)``."""
     m = document["machine"]
     lines = [f"Measured on {m['cpu']} ({m['cores']} cores), {m['date']}, torch {m['versions'].get('torch')}; "
              f"{document['rounds']} rounds interleaved in one run, median img/s. Cells: ours / best peer "
-             "(our img/s).", "", "| model | batch | " + " | ".join(modes) + " |",
-             "|---|---:|" + "---:|" * len(modes)]
-    for key in dict.fromkeys((r["model"], r["batch_size"]) for r in rows):
-        cells = []
-        for mode in modes:
-            r = next((r for r in rows if (r["model"], r["batch_size"], r["mode"]) == (*key, mode)), None)
-            cells.append(f"{r['ratio']:.2f} ({r['ours']:.0f})" if r else "–")
-        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
-    goals = document.get("targets") or []
-    names = list(dict.fromkeys(g["target"] for g in goals))
-    if names:
-        lines += ["", "Targets, from the same run. Cells: ratio (our mode).", "",
-                  "| model | batch | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
-        for key in dict.fromkeys((g["model"], g["batch_size"]) for g in goals):
-            cells = []
-            for name in names:
-                g = next((g for g in goals if (g["model"], g["batch_size"], g["target"]) == (*key, name)), None)
-                cells.append(f"{g['ratio']:.2f} ({g['ours_mode']})" if g else "–")
-            lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+             "(our img/s).", ""]
+    lines += _grid(document["ratios"], "mode", lambda q: f"{q['ratio']:.2f} ({q['ours']:.0f})")
+    if document.get("targets"):
+        lines += ["", "Targets, from the same run. Cells: ratio (our mode).", ""]
+        lines += _grid(document["targets"], "target", lambda q: f"{q['ratio']:.2f} ({q['ours_mode']})")
     return "\n".join(lines)
 
 

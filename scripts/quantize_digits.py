@@ -15,16 +15,14 @@ import tempfile
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mobilenets.data import eval_transform  # noqa: E402
-from mobilenets.datasets import scan_image_folder  # noqa: E402
 from mobilenets.quantize import load_int8, quantize  # noqa: E402
 from mobilenets.training import finetune  # noqa: E402
-from tests.digits import write_digits_folder  # noqa: E402
+from tests.digits import load_split, write_digits_folder  # noqa: E402
 
 
 def main() -> None:
@@ -37,10 +35,7 @@ def main() -> None:
                             input_size=64, augment="none", progress=False, batch_size=32)
         model.eval()
         path = quantize(model, train, Path(tmp) / "digits.int8.onnx", num_samples=300)
-        transform = eval_transform(model)
-        samples = scan_image_folder(val).samples
-        x = torch.stack([transform(Image.open(p).convert("RGB")) for p, _ in samples])
-        labels = torch.tensor([label for _, label in samples])
+        x, labels = load_split(val, eval_transform(model))
         with torch.no_grad():
             fp32 = model(x).argmax(1)
         rows = [("fp32 (PyTorch)", fp32)]

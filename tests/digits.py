@@ -42,3 +42,14 @@ def write_digits_folder(root: str | Path, *, per_class: int | None = None, val_e
             img = img.resize((size, size), Image.NEAREST)
         img.save(folder / f"{i:04d}.png")
     return train, val
+
+
+def load_split(folder: str | Path, transform) -> tuple:  # noqa: ANN001 - a torchvision-style transform
+    """Every image of a folder written above, through ``transform``: ``(N, C, H, W)`` inputs and their labels."""
+    import torch
+
+    from mobilenets.datasets import scan_image_folder
+
+    samples = scan_image_folder(folder).samples
+    x = torch.stack([transform(Image.open(p).convert("RGB")) for p, _ in samples])
+    return x, torch.tensor([label for _, label in samples])

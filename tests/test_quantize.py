@@ -116,10 +116,9 @@ def test_int8_keeps_the_top1_of_a_fine_tuned_model_on_labelled_digits(tmp_path: 
                                                                      capfd: pytest.CaptureFixture) -> None:
     """The labelled fp32 -> int8 change: Lite0 fine-tuned on real digits (feature extraction, 64 px), quantized with
     its training images as calibration, scored on the held-out digits against their labels."""
-    from digits import write_digits_folder
+    from digits import load_split, write_digits_folder
 
     from mobilenets import finetune
-    from mobilenets.datasets import scan_image_folder
     from mobilenets.quantize import load_int8, quantize
 
     train, val = write_digits_folder(tmp_path / "d", per_class=50)
@@ -129,10 +128,7 @@ def test_int8_keeps_the_top1_of_a_fine_tuned_model_on_labelled_digits(tmp_path: 
     capfd.readouterr()
     path = quantize(model, train, tmp_path / "digits.int8.onnx", num_samples=200)
     assert capfd.readouterr().out == ""  # NNCF's bars and INFO lines stay off stdout (the benchmark's --markdown)
-    transform = eval_transform(model)
-    samples = scan_image_folder(val).samples
-    x = torch.stack([transform(Image.open(p).convert("RGB")) for p, _ in samples])
-    labels = torch.tensor([label for _, label in samples])
+    x, labels = load_split(val, eval_transform(model))
     with torch.no_grad():
         fp32 = model(x).argmax(1)
     int8 = load_int8(path)(x).argmax(1)
