@@ -423,7 +423,7 @@ def benchmark(models: Sequence[str] = DEFAULT_MODELS, *, batch_sizes: Sequence[i
 def ratios(results: Sequence[Result]) -> list[dict[str, Any]]:
     """Per (model, batch size, mode): our best median img/s, the best peer's, and ours / best peer."""
     out = []
-    keys = sorted({(r.model, r.batch_size, r.mode) for r in results}, key=lambda k: (k[0], k[1]))
+    keys = sorted(dict.fromkeys((r.model, r.batch_size, r.mode) for r in results), key=lambda k: (k[0], k[1]))
     for key in keys:
         group = [r for r in results if (r.model, r.batch_size, r.mode) == key and r.rounds]
         ours = [r for r in group if r.candidate.startswith("ours(")]
