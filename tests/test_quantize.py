@@ -80,6 +80,24 @@ def test_int8_agrees_with_fp32_on_real_photos(int8_lite0) -> None:
         assert not torch.equal(logits, ref)  # it is int8, not the fp32 graph
 
 
+def test_openvino_plans_per_shape_agree_with_onnxruntime(int8_lite0, monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_int8 compiles one static plan per input shape and keeps a bounded number; each call's result is its
+    own tensor (the infer request's buffer is reused), and every shape gives ONNX Runtime's predictions."""
+    from mobilenets import quantize as q
+
+    path, model = int8_lite0
+    monkeypatch.setattr(q, "MAX_STATIC_PLANS", 2)
+    transform = eval_transform(model)
+    x = torch.stack([transform(img) for img in crops(6, seed=3)])
+    ov, ort = q.load_int8(path), q.load_int8(path, runtime="onnxruntime")
+    first = ov(x[:1])
+    for batch in (2, 3, 6, 1, 2):  # more shapes than plans kept: evicted ones are compiled again
+        out, ref = ov(x[:batch]), ort(x[:batch])
+        assert out.shape == (batch, 1000) and torch.equal(out.argmax(1), ref.argmax(1))
+        assert torch.allclose(out, ref, atol=0.5)
+    assert torch.equal(first, ov(x[:1])) and first.data_ptr() != ov(x[:1]).data_ptr()
+
+
 def test_int8_file_is_quantized_and_has_the_export_metadata(int8_lite0) -> None:
     from mobilenets.export import metadata
     from mobilenets.quantize import cpu_has_vnni
