@@ -292,9 +292,9 @@ def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from .export import FAST_PATH_MIN_IMAGES, fast_or_eager  # issue 9: the fast inference path
 
         run_model: Any = model
-        if len(items) >= FAST_PATH_MIN_IMAGES:  # enough images to repay its setup
+        if args.compile or len(items) >= FAST_PATH_MIN_IMAGES:  # enough images to repay its setup
             example = torch.zeros(min(args.batch_size, len(items)), *transform.input_size, device=device)
-            run_model = fast_or_eager(model, example)
+            run_model = fast_or_eager(model, example, compile_model=args.compile)
     except KeyboardInterrupt:
         raise
     except Exception as e:  # noqa: BLE001 - unknown model/tag, bad checkpoint, no network, bad device: one line
@@ -486,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
                    help="images per forward pass (default: 32)")
     p.add_argument("--device", default="auto", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--compile", action="store_true",
+                   help="run the model through torch.compile (a compile step per batch shape; pays off on many "
+                        "images, at batch 32 and up)")
     p.set_defaults(handler=predict, command_parser=p)
 
     p = commands.add_parser(

@@ -53,10 +53,16 @@ def test_fp32_modes_match_our_eager_predictions() -> None:
 
 
 def test_compile_and_int8_modes_run() -> None:
-    got = _by(benchmark(["mobilenet_v3_small"], modes=["compile", "int8"], compare=["timm"], **SMALL))
-    assert set(got) == {(m, c) for m in ("compile", "int8") for c in ("ours(timm)", "timm")}
-    assert got["compile", "ours(timm)"].extra["top1_agreement"] == 1.0
-    assert got["compile", "timm"].extra["top1_agreement"] == 1.0
+    results = benchmark(["mobilenet_v3_small"], modes=["compile", "fast_compile", "int8"], compare=["timm"], **SMALL)
+    got = _by(results)
+    assert set(got) == {(m, c) for m in ("compile", "fast_compile", "int8") for c in ("ours(timm)", "timm")}
+    for name in ("ours(timm)", "timm"):
+        assert got["compile", name].extra["top1_agreement"] == 1.0
+        assert got["fast_compile", name].extra["top1_agreement"] == 1.0 and got["fast_compile", name].note == ""
+    goal = next(g for g in targets(results) if g["target"] == "predict path / peers' compile")
+    assert goal["ours_mode"] == "fast_compile" and goal["peer"] == "timm compile"
+    ours, peer = got["fast_compile", "ours(timm)"], got["compile", "timm"]
+    assert goal["ratio"] == pytest.approx(ours.img_per_s / peer.img_per_s)
     for name in ("ours(timm)", "timm"):  # int8 agreement is measured on real weights in test_quantize.py
         assert got["int8", name].img_per_s > 0 and 0.0 <= got["int8", name].extra["top1_agreement"] <= 1.0
 

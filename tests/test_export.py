@@ -182,6 +182,28 @@ def test_fuse_pretrained_lite0_on_real_images() -> None:
     assert_same(fast, model, atol=1e-4)  # other input sizes (traced SAME padding)
 
 
+@pytest.mark.parametrize("family", ["v3_large", "lite_same"])  # hard-swish + SE; TF SAME padding
+def test_compiled_fast_path_equals_eager(family: str) -> None:
+    """``compile_model=True`` (predict/validate --compile): inductor with freezing, one graph per input shape."""
+    model = small_model(family)
+    fast = optimize_for_inference(model, torch.randn(*CAPTURE), compile_model=True)
+    assert_same(fast, model, atol=1e-4)  # other batch sizes and odd sizes: each compiles its own graph
+
+
+def test_fast_or_eager_falls_back_when_compiling_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mobilenets.export import fast_or_eager
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found")
+
+    model = small_model("v3_small")
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    with pytest.warns(UserWarning, match="torch.compile failed .*no C\\+\\+ compiler.*traced fast path"):
+        run = fast_or_eager(model, torch.randn(*CAPTURE), compile_model=True)
+    assert run is not model
+    assert_same(run, model, atol=1e-4)
+
+
 def test_metadata_round_trips_through_every_format(tmp_path) -> None:
     model = create_model("efficientnet_lite0", pretrained=True).eval()
     expected = {k: json.loads(v) if k not in ("model", "tag", "interpolation", "crop_mode", "mobilenets_version")

@@ -283,3 +283,6 @@ def test_fast_path_gives_the_eager_metrics(tmp_path):
     assert (fast.top1, fast.top5, fast.n) == (eager.top1, eager.top5, eager.n)
     assert torch.equal(fast.confusion, eager.confusion)
     assert fast.loss == pytest.approx(eager.loss, rel=1e-4)
+    compiled = evaluate(model, dataset, batch_size=48, compile_model=True)  # a smaller last batch: its own graph
+    assert (compiled.top1, compiled.top5, compiled.n) == (eager.top1, eager.top5, eager.n)
+    assert torch.equal(compiled.confusion, eager.confusion)
