@@ -437,9 +437,13 @@ def ratios(results: Sequence[Result]) -> list[dict[str, Any]]:
             continue
         best_ours = max(ours, key=lambda r: r.img_per_s)
         best_peer = max(peers, key=lambda r: r.img_per_s)
-        out.append(dict(model=key[0], batch_size=key[1], mode=key[2], ours=best_ours.img_per_s,
-                        ours_candidate=best_ours.candidate, best_peer=best_peer.img_per_s,
-                        best_peer_candidate=best_peer.candidate, ratio=best_ours.img_per_s / best_peer.img_per_s))
+        entry = dict(model=key[0], batch_size=key[1], mode=key[2], ours=best_ours.img_per_s,
+                     ours_candidate=best_ours.candidate, best_peer=best_peer.img_per_s,
+                     best_peer_candidate=best_peer.candidate, ratio=best_ours.img_per_s / best_peer.img_per_s)
+        memory = [[r.peak_rss_mib for r in side if r.peak_rss_mib] for side in (ours, peers)]
+        if all(memory):  # --memory: the lowest peak RSS on each side
+            entry.update(ours_peak_rss_mib=min(memory[0]), peer_peak_rss_mib=min(memory[1]))
+        out.append(entry)
     return out
 
 
@@ -495,12 +499,18 @@ def _grid(items: Sequence[dict[str, Any]], column: str, cell: Callable[[dict[str
 
 
 def markdown(document: dict[str, Any]) -> str:
-    """Two tables: per mode, ``ratio (ours img/s)``; then per goal in ``GOALS``, ``ratio (our mode)``."""
+    """Tables: per mode, ``ratio (ours img/s)``; with ``--memory``, per mode, ``our / the lowest peer's peak RSS``;
+    then per goal in ``GOALS``, ``ratio (our mode)``."""
     m = document["machine"]
     lines = [f"Measured on {m['cpu']} ({m['cores']} cores), {m['date']}, torch {m['versions'].get('torch')}; "
              f"{document['rounds']} rounds interleaved in one run, median img/s. Cells: ours / best peer "
              "(our img/s).", ""]
     lines += _grid(document["ratios"], "mode", lambda q: f"{q['ratio']:.2f} ({q['ours']:.0f})")
+    memory = [q for q in document["ratios"] if "ours_peak_rss_mib" in q]
+    if memory:
+        lines += ["", "Peak resident memory (VmHWM, MiB, a fresh process per candidate: build, two runs). Cells: ours "
+                  "/ lowest peer.", ""]
+        lines += _grid(memory, "mode", lambda q: f"{q['ours_peak_rss_mib']:.0f} / {q['peer_peak_rss_mib']:.0f}")
     if document.get("targets"):
         lines += ["", "Targets, from the same run. Cells: ratio (our mode).", ""]
         lines += _grid(document["targets"], "target", lambda q: f"{q['ratio']:.2f} ({q['ours_mode']})")

@@ -14,7 +14,7 @@ pytest.importorskip("timm")
 pytest.importorskip("torchvision")
 pytest.importorskip("skimage")
 
-from mobilenets.benchmark import benchmark, ratios, targets  # noqa: E402
+from mobilenets.benchmark import benchmark, machine, markdown, ratios, targets  # noqa: E402
 
 SMALL = dict(batch_sizes=[2], rounds=1, min_seconds=0.0, image_size=64, calibration_samples=8)
 
@@ -98,3 +98,14 @@ def test_errors_are_one_line(argv, message, capsys: pytest.CaptureFixture) -> No
     assert cli.main(["benchmark", *argv, "--rounds", "1"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+
+
+def test_memory_is_measured_in_a_fresh_process_and_tabled() -> None:
+    results = benchmark(["mobilenet_v3_small"], modes=["eager"], compare=["timm"], memory=True, **SMALL)
+    assert all(r.peak_rss_mib and r.peak_rss_mib > 50 for r in results), [(r.candidate, r.note) for r in results]
+    doc = dict(machine=machine(), rounds=1, ratios=ratios(results), targets=targets(results))
+    (q,) = doc["ratios"]
+    by = {r.candidate: r.peak_rss_mib for r in results}
+    assert (q["ours_peak_rss_mib"], q["peer_peak_rss_mib"]) == (by["ours(timm)"], by["timm"])
+    table = markdown(doc)
+    assert "Peak resident memory" in table and f"| {by['ours(timm)']:.0f} / {by['timm']:.0f} |" in table

@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from mobilenets import cli, create_model
 from mobilenets.data import eval_transform
@@ -22,29 +20,9 @@ from mobilenets.data import eval_transform
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("nncf")
 pytest.importorskip("openvino")
-skdata = pytest.importorskip("skimage.data")
+pytest.importorskip("skimage.data")
 
-REPO = Path(__file__).resolve().parent.parent
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "immunohistochemistry", "colorwheel")
-
-
-def photos() -> list[Image.Image]:
-    out = [Image.fromarray(getattr(skdata, k)()).convert("RGB") for k in PHOTOS]
-    return out + [Image.open(REPO / "examples" / f).convert("RGB") for f in ("chelsea.jpg", "coffee.jpg")]
-
-
-def crops(n: int, seed: int) -> list[Image.Image]:
-    rng = np.random.default_rng(seed)
-    base, out = photos(), []
-    for k in range(n):
-        img = base[k % len(base)]
-        w, h = img.size
-        s = rng.uniform(0.5, 1.0)
-        cw, ch = int(w * s), int(h * s)
-        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        c = img.crop((x, y, x + cw, y + ch))
-        out.append(c.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else c)
-    return out
+from photos import crops  # noqa: E402 - after the skips
 
 
 @pytest.fixture(scope="module")
