@@ -1,9 +1,9 @@
 """``mobilenets quantize``: int8 through NNCF, checked against fp32 on real photos (scikit-image's and ours).
 
-Agreement measured for the embedded EfficientNet-Lite0 on 200 random crops/flips of real photos (the default
-settings: full bias correction, stem and classifier in fp32): 96-97 % keep their fp32 top-1, all of those on which
-fp32 is more than 30 % confident (AMD EPYC with AVX512-VNNI); on an AVX2-only CPU (7-bit weights) expect a few points
-less. The bounds below leave that margin.
+Agreement measured for the embedded EfficientNet-Lite0 (``scripts/quantize_photos.py``, 600 random crops/flips of
+real photos, the default settings, AMD EPYC with AVX512-VNNI): 96.2 % keep their fp32 top-1, and all of the 450
+where fp32's top-1 leads its runner-up by 5 points or more; bf16 autocast keeps 95.3 % (99.6 %): what is lost is
+near-ties. On an AVX2-only CPU (7-bit weights) expect a few points less. The bounds below leave that margin.
 """
 
 from __future__ import annotations
@@ -48,13 +48,14 @@ def test_int8_agrees_with_fp32_on_real_photos(int8_lite0) -> None:
     x = torch.stack([transform(img) for img in crops(100, seed=0)])
     with torch.no_grad():
         ref = model(x)
-    top = ref.argmax(1)
-    confident = ref.softmax(1).max(1).values > 0.3
+    top2 = ref.softmax(1).topk(2, dim=1)
+    top, clear = top2.indices[:, 0], top2.values[:, 0] - top2.values[:, 1] >= 0.05  # not a near-tie
+    assert clear.sum() >= 50
     for runtime in ("openvino", "onnxruntime"):
         logits = load_int8(path, runtime=runtime)(x)
         agree = logits.argmax(1) == top
         assert agree.float().mean() >= 0.85, runtime
-        assert agree[confident].float().mean() >= 0.95, runtime
+        assert agree[clear].float().mean() >= 0.95, runtime
         assert not torch.equal(logits, ref)  # it is int8, not the fp32 graph
 
 
