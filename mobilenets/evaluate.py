@@ -436,7 +436,7 @@ def validate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     if not args.json:
         print(describe(model, transform, args.checkpoint, f"{model.num_classes} classes"), flush=True)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # map_classes warned above already
+        warnings.filterwarnings("ignore", message="the class names of ")  # map_classes warned above already
         metrics = evaluate(model, ImageFolderDataset(scan), transform=transform, batch_size=args.batch_size,
                            device=device, num_workers=args.workers, class_names=scan.classes,
                            progress=not args.json, fast=True, compile_model=args.compile)

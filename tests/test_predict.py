@@ -273,6 +273,22 @@ def test_json_matches_direct_inference(capsys, checkpoints, images) -> None:
         assert all(p["label"] == categories[p["index"]] for p in preds)
 
 
+def test_compile_flag_gives_the_eager_predictions(capsys, checkpoints, images) -> None:
+    """``--compile``: torch.compile of the folded model, on a few images too (asked for), a smaller last batch."""
+    paths = [images[n] for n in GOOD]
+    docs = []
+    for flags in ((), ("--compile",)):
+        code, out, err = run_main(capsys, "predict", *paths, "--checkpoint", checkpoints["imagenet"], "--json",
+                                  "--batch-size", "2", *flags)
+        # inductor's C++ toolchain probe logs this line with a CUDA build of torch on a CPU-only machine
+        assert code == 0 and [line for line in err.splitlines() if "No CUDA runtime is found" not in line] == []
+        docs.append(json.loads(out))
+    for a, b in zip(*docs, strict=True):
+        assert [p["index"] for p in a["predictions"]] == [p["index"] for p in b["predictions"]]
+        assert [p["probability"] for p in a["predictions"]] == pytest.approx(
+            [p["probability"] for p in b["predictions"]], abs=1e-4)
+
+
 def test_batching_does_not_change_results(capsys, checkpoints, images, monkeypatch) -> None:
     loads = []
     real = cli.load_model
