@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .export import dynamo_limits
+
 CPU_MODES = ("eager", "channels_last", "traced", "fast", "fast_compile", "compile", "bf16", "onnxruntime", "int8",
              "train")
 CUDA_MODES = ("eager", "channels_last", "compile", "fp16", "bf16", "cuda_graphs")
@@ -368,7 +370,7 @@ def benchmark(models: Sequence[str] = DEFAULT_MODELS, *, batch_sizes: Sequence[i
                 say(f"{model} batch {bs} {mode}")
                 cands: list[Candidate] = []
                 notes: dict[str, str] = {}
-                with torch._dynamo.config.patch(recompile_limit=256, accumulated_recompile_limit=4096):
+                with dynamo_limits():
                     tmp = keep.name
                     for lib, (ours, peer) in pairs.items():
                         for name, net, is_ours in ((f"ours({lib})", ours, True), (lib, peer, False)):

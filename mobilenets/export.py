@@ -12,6 +12,7 @@ as integer arithmetic on the input's shape, which every exporter records instead
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import io
 import json
@@ -319,6 +320,16 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def dynamo_limits() -> contextlib.AbstractContextManager:
+    """Raised ``torch._dynamo`` recompile limits, for the duration of a compile or a call.
+
+    All our models share ``MobileNet.forward``, and dynamo guards each compiled graph on the module and on the input
+    (shape, grad mode): past its default 8 entries per code object, a process's later models would silently run
+    eager under ``torch.compile`` (seen in the test suite and in the benchmark).
+    """
+    return torch._dynamo.config.patch(recompile_limit=256, accumulated_recompile_limit=4096)
+
+
 def optimize_for_inference(model: nn.Module, example: torch.Tensor, *, compile_model: bool = False,
                            ) -> Callable[[torch.Tensor], torch.Tensor]:
     """A fast inference callable for ``model`` on ``example``'s device and dtype (what ``predict`` uses).
@@ -339,7 +350,8 @@ def optimize_for_inference(model: nn.Module, example: torch.Tensor, *, compile_m
     net = fuse(model).to(device=example.device, dtype=example.dtype)
     memory_format = torch.channels_last if example.ndim == 4 else torch.contiguous_format
     net = net.to(memory_format=memory_format)
-    with torch.no_grad(), warnings.catch_warnings():
+    limits = dynamo_limits() if compile_model else contextlib.nullcontext()
+    with torch.no_grad(), warnings.catch_warnings(), limits:
         warnings.simplefilter("ignore")
         if compile_model:
             frozen = torch.compile(net.eval(), dynamic=False, options={"freezing": True})
@@ -349,7 +361,7 @@ def optimize_for_inference(model: nn.Module, example: torch.Tensor, *, compile_m
         frozen(example.to(memory_format=memory_format))  # the first runs specialise (or compile); do them now
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+        with torch.no_grad(), dynamo_limits() if compile_model else contextlib.nullcontext():
             return frozen(x.to(memory_format=memory_format))
 
     return run

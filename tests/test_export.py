@@ -190,6 +190,16 @@ def test_compiled_fast_path_equals_eager(family: str) -> None:
     assert_same(fast, model, atol=1e-4)  # other batch sizes and odd sizes: each compiles its own graph
 
 
+def test_compiled_fast_path_is_not_cut_to_eager_by_dynamo_recompile_limit(capfd: pytest.CaptureFixture) -> None:
+    """All our models share ``MobileNet.forward``: a process that compiled a few (a test suite, a benchmark) reaches
+    dynamo's recompile limit, after which a new shape silently ran eager. Simulated here with a limit of 1."""
+    model = small_model("v3_small")
+    with torch._dynamo.config.patch(recompile_limit=1):
+        fast = optimize_for_inference(model, torch.randn(*CAPTURE), compile_model=True)
+        assert_same(fast, model, atol=1e-4)  # two more shapes: two more graphs
+    assert "recompile_limit" not in capfd.readouterr().err
+
+
 def test_fast_or_eager_falls_back_when_compiling_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     from mobilenets.export import fast_or_eager
 
