@@ -189,15 +189,11 @@ def build(mode: str, model: nn.Module, ours: bool, example: torch.Tensor, tmp: s
             warnings.simplefilter("ignore")  # torch.jit's deprecation notices
             frozen = torch.jit.freeze(torch.jit.trace(model, example))
         return torch.inference_mode()(frozen)
-    if mode == "fast":  # what predict / validate run; on a peer ``fuse`` finds nothing of ours to fold, and
-        # torch.jit.freeze folds its BatchNorm instead: the same recipe for both
+    if mode in ("fast", "fast_compile"):  # what predict / validate run (fast_compile: with --compile); on a peer
+        # ``fuse`` finds nothing of ours to fold, and freezing folds its BatchNorm instead: the same recipe for both
         from .export import optimize_for_inference
 
-        return optimize_for_inference(model, example)
-    if mode == "fast_compile":  # predict / validate --compile: the same recipe compiled with inductor's freezing
-        from .export import optimize_for_inference
-
-        return optimize_for_inference(model, example, compile_model=True)
+        return optimize_for_inference(model, example, compile_model=mode == "fast_compile")
     if mode == "compile":  # static shapes: one graph per batch size, as a deployment would compile it
         compiled = torch.compile(model, dynamic=False)
         return torch.inference_mode()(compiled)

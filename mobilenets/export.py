@@ -350,18 +350,21 @@ def optimize_for_inference(model: nn.Module, example: torch.Tensor, *, compile_m
     net = fuse(model).to(device=example.device, dtype=example.dtype)
     memory_format = torch.channels_last if example.ndim == 4 else torch.contiguous_format
     net = net.to(memory_format=memory_format)
-    limits = dynamo_limits() if compile_model else contextlib.nullcontext()
-    with torch.no_grad(), warnings.catch_warnings(), limits:
+    with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if compile_model:
-            frozen = torch.compile(net.eval(), dynamic=False, options={"freezing": True})
+            compiled = torch.compile(net.eval(), dynamic=False, options={"freezing": True})
+
+            def frozen(x: torch.Tensor) -> torch.Tensor:  # a new shape compiles: under the raised limits
+                with dynamo_limits():
+                    return compiled(x)
         else:
             traced = torch.jit.trace(net, example.to(memory_format=memory_format), check_trace=False)
             frozen = torch.jit.freeze(traced.eval())
         frozen(example.to(memory_format=memory_format))  # the first runs specialise (or compile); do them now
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), dynamo_limits() if compile_model else contextlib.nullcontext():
+        with torch.no_grad():
             return frozen(x.to(memory_format=memory_format))
 
     return run

@@ -273,6 +273,17 @@ def test_json_matches_direct_inference(capsys, checkpoints, images) -> None:
         assert all(p["label"] == categories[p["index"]] for p in preds)
 
 
+def assert_same_predictions(doc: list[dict], other: list[dict], abs: float) -> None:  # noqa: A002 - approx's name
+    """Two ``predict --json`` documents: the same images, errors, classes, and probabilities to ``abs``."""
+    assert [d["image"] for d in doc] == [d["image"] for d in other]
+    for a, b in zip(doc, other, strict=True):
+        assert ("error" in a) == ("error" in b)
+        if "predictions" in a:
+            assert [p["index"] for p in a["predictions"]] == [p["index"] for p in b["predictions"]]
+            assert [p["probability"] for p in a["predictions"]] == pytest.approx(
+                [p["probability"] for p in b["predictions"]], abs=abs)
+
+
 def test_compile_flag_gives_the_eager_predictions(capsys, checkpoints, images) -> None:
     """``--compile``: torch.compile of the folded model, on a few images too (asked for), a smaller last batch."""
     paths = [images[n] for n in GOOD]
@@ -283,10 +294,7 @@ def test_compile_flag_gives_the_eager_predictions(capsys, checkpoints, images) -
         # inductor's C++ toolchain probe logs this line with a CUDA build of torch on a CPU-only machine
         assert code == 0 and [line for line in err.splitlines() if "No CUDA runtime is found" not in line] == []
         docs.append(json.loads(out))
-    for a, b in zip(*docs, strict=True):
-        assert [p["index"] for p in a["predictions"]] == [p["index"] for p in b["predictions"]]
-        assert [p["probability"] for p in a["predictions"]] == pytest.approx(
-            [p["probability"] for p in b["predictions"]], abs=1e-4)
+    assert_same_predictions(*docs, abs=1e-4)
 
 
 def test_batching_does_not_change_results(capsys, checkpoints, images, monkeypatch) -> None:
@@ -302,13 +310,7 @@ def test_batching_does_not_change_results(capsys, checkpoints, images, monkeypat
         docs.append(json.loads(out))
     assert len(loads) == 2  # one model load per call
     for doc in docs[1:]:
-        assert [d["image"] for d in doc] == [d["image"] for d in docs[0]]
-        for a, b in zip(doc, docs[0], strict=True):
-            assert ("error" in a) == ("error" in b)
-            if "predictions" in a:
-                assert [p["index"] for p in a["predictions"]] == [p["index"] for p in b["predictions"]]
-                assert [p["probability"] for p in a["predictions"]] == pytest.approx(
-                    [p["probability"] for p in b["predictions"]], abs=1e-5)
+        assert_same_predictions(doc, docs[0], abs=1e-5)
 
 
 def test_bad_images_are_reported_and_others_classified(capsys, checkpoints, images) -> None:
