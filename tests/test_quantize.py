@@ -132,4 +132,7 @@ def test_int8_keeps_the_top1_of_a_fine_tuned_model_on_labelled_digits(tmp_path: 
     fp32_top1, int8_top1 = (float((p == labels).float().mean()) * 100 for p in (fp32, int8))
     assert fp32_top1 >= 85.0, history["val_top1"]
     assert abs(int8_top1 - fp32_top1) <= 3.0, (fp32_top1, int8_top1)
-    assert float((int8 == fp32).float().mean()) >= 0.95
+    # agreement measured: 98 % of scripts/quantize_digits.py's 355 digits with 8-bit weights (AVX512-VNNI), 94-97 %
+    # of these 100 with 7-bit ones (AVX2 only, any overflow_fix or runtime); one image is a point here, so the
+    # bound guards against a broken quantizer with that spread, counted in whole images
+    assert int((int8 == fp32).sum()) * 100 >= 92 * len(labels), int((int8 == fp32).sum())
