@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -244,6 +245,19 @@ def quantize(
 MAX_STATIC_PLANS = 8
 
 
+@functools.cache
+def openvino_core() -> Any:
+    """The process's one OpenVINO ``Core``, kept for its life.
+
+    OpenVINO's CPU plugin gives the thread that compiles a signal stack of its own (``sigaltstack``) and frees it
+    with its ``Core`` without restoring the one before (openvino 2026.4 on an AMX Xeon): once two Cores had lived at
+    once, the thread was left pointing at freed memory, and the next Python signal handler (a DataLoader's SIGCHLD
+    when a worker exits) crashed the process with SIGSEGV. One shared Core, as OpenVINO recommends anyway, keeps the
+    stack valid.
+    """
+    return _import("openvino").Core()
+
+
 def load_int8(path: str | os.PathLike, *, runtime: Literal["openvino", "onnxruntime"] = "openvino",
               threads: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """A callable ``(N, C, H, W) float tensor -> logits`` running a file written by ``quantize``.
@@ -254,8 +268,7 @@ def load_int8(path: str | os.PathLike, *, runtime: Literal["openvino", "onnxrunt
     """
     path = str(path)
     if runtime == "openvino":
-        ov = _import("openvino")
-        core = ov.Core()
+        core = openvino_core()
         source = core.read_model(path)
         config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
         plans: dict[tuple[int, ...], Any] = {}

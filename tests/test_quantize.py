@@ -136,3 +136,37 @@ def test_int8_keeps_the_top1_of_a_fine_tuned_model_on_labelled_digits(tmp_path: 
     # of these 100 with 7-bit ones (AVX2 only, any overflow_fix or runtime); one image is a point here, so the
     # bound guards against a broken quantizer with that spread, counted in whole images
     assert int((int8 == fp32).sum()) * 100 >= 92 * len(labels), int((int8 == fp32).sum())
+
+
+def test_openvino_leaves_python_signal_handlers_working(int8_lite0) -> None:
+    """OpenVINO's CPU plugin gives the thread that compiles a signal stack of its own (``sigaltstack``) and frees it
+    with its ``Core`` without restoring the previous one (seen with openvino 2026.4 on an AMX Xeon). A Python signal
+    handler that ran afterwards, such as a DataLoader's SIGCHLD handler when a worker exits, crashed the process
+    (SIGSEGV). ``load_int8`` shares one Core for the life of the process; checked in a child process, whose crash
+    is a failed test here rather than the end of the suite."""
+    import subprocess
+    import sys
+
+    path, _ = int8_lite0
+    script = f"""
+import gc, os, signal, time, torch
+from mobilenets.quantize import load_int8
+runs = [load_int8({str(path)!r}) for _ in range(2)]  # two alive at once, as the benchmark holds ours and a peer's
+for run in runs:
+    run(torch.zeros(1, 3, 224, 224))
+del run
+while runs:  # dropped oldest first
+    runs.pop(0)
+    gc.collect()
+caught = []
+signal.signal(signal.SIGCHLD, lambda *_: caught.append(1))
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+time.sleep(0.2)
+print("handled", len(caught))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert "handled 1" in proc.stdout
