@@ -16,7 +16,8 @@ nothing:
   with bias ``SIGMOID_GATE_BIAS`` (within 1e-5 of 1, still trainable); a hard-sigmoid gate cannot sit at 1 and learn
   (``relu6(x + 3) / 6`` has zero gradient there), so it starts at exactly 0.5 (bias 0, slope 1/6) and the 1x1
   projection after it is doubled: both scalings are powers of two, so the products are bit-identical;
-- a wider squeeze-excite keeps its pretrained channels, and the new ones feed the expand conv through zero weights.
+- a wider squeeze-excite keeps its pretrained channels, and the new ones feed the expand conv through zero weights
+  (the same sums; a convolution kernel may add them in another order for the wider shape, so equal to rounding).
 
 What would lose the pretrained function is refused with a message naming the table row: fewer repeats, smaller
 kernels, narrower or removed squeeze-excite, and new blocks without a residual connection (MobileNetV1's

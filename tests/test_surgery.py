@@ -135,8 +135,8 @@ def test_new_sigmoid_squeeze_excite_and_combinations(lite, photos) -> None:
 
 def test_hard_sigmoid_squeeze_excite_is_exact_and_widening_too() -> None:
     """MobileNetV3 (no offline weights: random, with random BatchNorm statistics): SE on every row (new ones
-    gate at exactly 0.5, their projection doubled) and wider SE where the table has it, plus more blocks and
-    larger kernels, all bit-exact."""
+    gate at exactly 0.5, their projection doubled), more blocks and larger kernels, all bit-exact; wider SE where
+    the table has it, exact up to the convolution kernel's order of summation."""
     torch.manual_seed(0)
     source = randomize_bn(mobilenets.create_model("mobilenet_v3_small")).eval()
     torch.nn.init.normal_(source.classifier.weight, 0, 0.5)  # logits of a useful size
@@ -146,7 +146,13 @@ def test_hard_sigmoid_squeeze_excite_is_exact_and_widening_too() -> None:
         target = mobilenets.create_model("mobilenet_v3_small", **options)
         report = grow(source, target)
         for dtype in (torch.float32, torch.float64):
-            assert torch.equal(logits(source.to(dtype), x.to(dtype)), logits(target.to(dtype), x.to(dtype))), options
+            a, b = logits(source.to(dtype), x.to(dtype)), logits(target.to(dtype), x.to(dtype))
+            if "se_ratio" in options and options["se_ratio"] > 0.25:
+                # widened SE: the same sums, but oneDNN may order a wider convolution's sums differently (5e-16
+                # relative in float64 on an AVX-512/AMX Xeon, bit-exact on AMD EPYC)
+                assert rel(a, b) < (1e-12 if dtype == torch.float64 else 1e-6), options
+            else:
+                assert torch.equal(a, b), options
         source.float()
     se_new = grow(source, mobilenets.create_model("mobilenet_v3_small", se_ratio=0.25))
     assert "stages.1.0.se.conv_reduce.weight" in se_new.new
@@ -168,7 +174,7 @@ def test_hard_sigmoid_squeeze_excite_is_exact_and_widening_too() -> None:
 def test_new_parts_train_and_train_mode_is_kept(lite) -> None:
     """The identity holds in train mode too (zeroed BatchNorm, constant gates); one step moves the new parts."""
     grown = mobilenets.create_model(LITE, pretrained=True, se_ratio=0.25, repeats=(1, 3, 2, 3, 3, 4, 1))
-    x = torch.randn(4, 3, 64, 64)
+    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(1)
     expected = lite.train()(x)
     torch.manual_seed(1)  # the same dropout mask
@@ -176,12 +182,14 @@ def test_new_parts_train_and_train_mode_is_kept(lite) -> None:
     lite.eval()
     assert rel(expected, out) < 1e-4
     new_bn, gate = grown.stages[1][2].conv_pwl.bn, grown.stages[3][1].se.conv_expand
-    before = [t.detach().clone() for t in (new_bn.weight, new_bn.bias, gate.weight, gate.bias)]
-    optimizer = torch.optim.SGD(grown.parameters(), lr=0.1)
+    # The new block's BatchNorm bias is left out: the next stage opens with a 1x1 conv into a train-mode
+    # BatchNorm, which removes any per-channel shift, so its gradient is zero in exact arithmetic (only rounding).
+    # The gate's bias gets a gradient, but at lr 0.1 one step moves it (at 12.0) by less than half a float32 ulp.
     F.cross_entropy(out, torch.tensor([281, 967, 0, 1])).backward()
-    optimizer.step()
-    after = (new_bn.weight, new_bn.bias, gate.weight, gate.bias)
-    assert all(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert all(float(t.grad.abs().sum()) > 0 for t in (new_bn.weight, gate.weight, gate.bias))
+    before = [t.detach().clone() for t in (new_bn.weight, gate.weight)]
+    torch.optim.SGD(grown.parameters(), lr=0.1).step()
+    assert all(not torch.equal(a, b) for a, b in zip(before, (new_bn.weight, gate.weight), strict=True))
 
 
 def test_hard_sigmoid_gates_get_gradients() -> None:
