@@ -249,11 +249,11 @@ MAX_STATIC_PLANS = 8
 def openvino_core() -> Any:
     """The process's one OpenVINO ``Core``, kept for its life.
 
-    OpenVINO's CPU plugin gives the thread that compiles a signal stack of its own (``sigaltstack``) and frees it
-    with its ``Core`` without restoring the one before (openvino 2026.4 on an AMX Xeon): once two Cores had lived at
-    once, the thread was left pointing at freed memory, and the next Python signal handler (a DataLoader's SIGCHLD
-    when a worker exits) crashed the process with SIGSEGV. One shared Core, as OpenVINO recommends anyway, keeps the
-    stack valid.
+    Each Core's CPU plugin gives the thread that compiles a signal stack of its own (``sigaltstack``, room for AMX
+    state: openvino pull request 11894) and, when the Core goes, frees it and puts back the stack it found. When two
+    Cores overlap and the older goes first, the younger later puts back the older's freed stack, and the next Python
+    signal handler on that thread (a DataLoader's SIGCHLD when a worker exits) crashes the process with SIGSEGV
+    (openvino 2026.4, AMX Xeon). One Core kept for the process, as OpenVINO recommends anyway, never frees its stack.
     """
     return _import("openvino").Core()
 

@@ -98,9 +98,10 @@ def parity_input() -> torch.Tensor:
 
 @pytest.fixture(autouse=True)
 def restore_sigchld():
-    """A DataLoader with workers installs PyTorch's SIGCHLD handler in this process for good. Once ONNX Runtime,
-    OpenVINO and NNCF are loaded too (test_benchmark, test_quantize), a child process that ends later (torchrun,
-    the probes in test_untrusted) crashed pytest with SIGSEGV. Each test gets back the disposition it found."""
+    """A DataLoader with workers installs PyTorch's SIGCHLD handler in this process for good; each test gets back
+    the disposition it found, so one test's handler does not run in the next. (The SIGSEGVs once blamed on it, when a
+    child ended after the OpenVINO tests, came from OpenVINO's freed signal stack: see
+    ``mobilenets.quantize.openvino_core``.)"""
     previous = signal.getsignal(signal.SIGCHLD)
     yield
     if signal.getsignal(signal.SIGCHLD) is not previous:

@@ -139,11 +139,10 @@ def test_int8_keeps_the_top1_of_a_fine_tuned_model_on_labelled_digits(tmp_path: 
 
 
 def test_openvino_leaves_python_signal_handlers_working(int8_lite0) -> None:
-    """OpenVINO's CPU plugin gives the thread that compiles a signal stack of its own (``sigaltstack``) and frees it
-    with its ``Core`` without restoring the previous one (seen with openvino 2026.4 on an AMX Xeon). A Python signal
-    handler that ran afterwards, such as a DataLoader's SIGCHLD handler when a worker exits, crashed the process
-    (SIGSEGV). ``load_int8`` shares one Core for the life of the process; checked in a child process, whose crash
-    is a failed test here rather than the end of the suite."""
+    """Two OpenVINO Cores that overlap left the thread on a freed signal stack (``quantize.openvino_core``), and the
+    next Python signal handler crashed the process (SIGSEGV, openvino 2026.4 on an AMX Xeon; -11 here before the
+    fix). ``load_int8`` shares one Core; checked in a child process, whose crash fails this test instead of ending
+    the suite."""
     import subprocess
     import sys
 
