@@ -222,7 +222,10 @@ class ConvNormAct(nn.Sequential):
 class SqueezeExcite(nn.Module):
     """Squeeze-and-excitation (Hu et al., 2018): pool → reduce → act → expand → gate → rescale the input.
 
-    ``reduced_chs`` is given, not derived: each network has its own rule for it (see ``specs.se_width``).
+    ``reduced_chs`` is given, not derived: each network has its own rule for it (see ``specs.se_width``). The
+    squeeze is ``adaptive_avg_pool2d``, which exports to ONNX as ``GlobalAveragePool`` (as torchvision's SE does)
+    rather than ``ReduceMean``: ONNX Runtime keeps the former in its blocked NCHWc layout (EfficientNet-B0: 16 layout
+    reorders fewer).
     """
 
     def __init__(self, channels: int, reduced_chs: int, act: str = "relu", gate: str = "sigmoid") -> None:
@@ -233,7 +236,7 @@ class SqueezeExcite(nn.Module):
         self.gate = make_activation(gate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = x.mean((2, 3), keepdim=True)
+        scale = F.adaptive_avg_pool2d(x, 1)
         scale = self.conv_expand(self.act(self.conv_reduce(scale)))
         return x * self.gate(scale)
 
