@@ -259,18 +259,33 @@ def openvino_core() -> Any:
 
 
 def load_int8(path: str | os.PathLike, *, runtime: Literal["openvino", "onnxruntime"] = "openvino",
-              threads: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+              threads: int | None = None, precision: Literal["f32", "bf16"] = "f32",
+              ) -> Callable[[torch.Tensor], torch.Tensor]:
     """A callable ``(N, C, H, W) float tensor -> logits`` running a file written by ``quantize``.
 
     OpenVINO: one static-shape plan per input shape, compiled on first sight and kept (the ``MAX_STATIC_PLANS``
     most recent), each with one reused infer request. Measured on a 2-core AVX512-VNNI CPU against one
     dynamic-batch plan: 1.12-1.24x at batch 1, 1.12x at batch 32 (MobileNetV3-Small, EfficientNet-B0).
+
+    ``precision``: what OpenVINO runs the layers left in floating point in (stem, classifier, SE gates,
+    activations between quantizers). ``"f32"``, the default, is what ``quantize`` calibrated and what every CPU
+    runs alike; ``"bf16"`` is OpenVINO's own default on CPUs with AMX or AVX512-BF16. Measured on a 2-core AMX Xeon
+    (EfficientNet-Lite0, 600 crops of real photos): bf16 agrees with fp32's top-1 on 95.3 % of the crops, f32 on
+    96.3 %; bf16 is up to 1.15x faster at batch 32 and the same at batch 1.
     """
     path = str(path)
+    if precision not in ("f32", "bf16"):
+        raise ValueError(f"precision must be 'f32' or 'bf16', got {precision!r}")
+    if precision == "bf16" and runtime != "openvino":
+        raise ValueError("precision='bf16' is OpenVINO's; ONNX Runtime runs the float layers in f32")
     if runtime == "openvino":
         core = openvino_core()
+        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise ValueError("precision='bf16': this CPU has no bf16 instructions (AMX or AVX512-BF16); use 'f32'")
         source = core.read_model(path)
-        config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
         plans: dict[tuple[int, ...], Any] = {}
 
         def run(x: torch.Tensor) -> torch.Tensor:

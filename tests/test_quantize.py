@@ -77,6 +77,40 @@ def test_openvino_plans_per_shape_agree_with_onnxruntime(int8_lite0, monkeypatch
     assert torch.equal(first, ov(x[:1])) and first.data_ptr() != ov(x[:1]).data_ptr()
 
 
+def test_openvino_float_layers_precision(int8_lite0, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenVINO runs the layers left in float in f32 unless asked for bf16 (its own default on AMX CPUs, which
+    costs agreement); bf16 where the CPU has none, or with ONNX Runtime, is an error that says so."""
+    from mobilenets import quantize as q
+
+    path, model = int8_lite0
+    core = q.openvino_core()
+    configs: list[dict] = []
+
+    class Recording:
+        def __getattr__(self, name: str):
+            return getattr(core, name)
+
+        def compile_model(self, model, device, config):
+            configs.append(dict(config))
+            return core.compile_model(model, device, config)
+
+    monkeypatch.setattr(q, "openvino_core", Recording)
+    x = torch.stack([eval_transform(model)(img) for img in crops(4, seed=5)])
+    f32 = q.load_int8(path)(x)
+    assert configs[-1]["INFERENCE_PRECISION_HINT"] == "f32"
+    with pytest.raises(ValueError, match="'f32' or 'bf16'"):
+        q.load_int8(path, precision="fp16")
+    with pytest.raises(ValueError, match="OpenVINO's"):
+        q.load_int8(path, runtime="onnxruntime", precision="bf16")
+    if "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        with pytest.raises(ValueError, match="no bf16"):
+            q.load_int8(path, precision="bf16")
+        return
+    bf16 = q.load_int8(path, precision="bf16")(x)
+    assert configs[-1]["INFERENCE_PRECISION_HINT"] == "bf16"
+    assert not torch.equal(bf16, f32) and torch.allclose(bf16, f32, atol=1.0)
+
+
 def test_int8_file_is_quantized_and_has_the_export_metadata(int8_lite0) -> None:
     from mobilenets.export import metadata
     from mobilenets.quantize import cpu_has_vnni
