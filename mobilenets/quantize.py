@@ -50,7 +50,8 @@ QUANTIZE_EXTRA = 'pip install "mobilenets[quantize]"'
 MAX_CALIBRATION = 10_000
 OVERFLOW_FIX = ("enable", "first_layer", "disable")
 
-__all__ = ["calibration_tensors", "cpu_has_vnni", "load_int8", "quantize", "quantize_command", "quantize_onnx"]
+__all__ = ["calibration_tensors", "cpu_has_vnni", "load_int8", "openvino_has_bf16", "quantize", "quantize_command",
+           "quantize_onnx"]
 
 
 def _import(name: str) -> Any:
@@ -258,6 +259,11 @@ def openvino_core() -> Any:
     return _import("openvino").Core()
 
 
+def openvino_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin can run bf16 here (AMX or AVX512-BF16: its ``OPTIMIZATION_CAPABILITIES``)."""
+    return "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 def load_int8(path: str | os.PathLike, *, runtime: Literal["openvino", "onnxruntime"] = "openvino",
               threads: int | None = None, precision: Literal["f32", "bf16"] = "f32",
               ) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -279,9 +285,9 @@ def load_int8(path: str | os.PathLike, *, runtime: Literal["openvino", "onnxrunt
     if precision == "bf16" and runtime != "openvino":
         raise ValueError("precision='bf16' is OpenVINO's; ONNX Runtime runs the float layers in f32")
     if runtime == "openvino":
-        core = openvino_core()
-        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        if precision == "bf16" and not openvino_has_bf16():
             raise ValueError("precision='bf16': this CPU has no bf16 instructions (AMX or AVX512-BF16); use 'f32'")
+        core = openvino_core()
         source = core.read_model(path)
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision}
         if threads:

@@ -4,9 +4,8 @@ The embedded EfficientNet-Lite0 ImageNet weights, random crops/flips of scikit-i
 examples (``tests/photos.py``; calibration and evaluation crops drawn with different seeds), int8 through
 ``mobilenets.quantize`` run by OpenVINO (float layers in f32, and in bf16 where the CPU has it) and ONNX Runtime,
 and for reference two other perturbations of the same fp32 model: bfloat16 autocast and Gaussian input noise (std
-1e-3). Columns: every crop, then the crops where
-fp32's top-1 leads its runner-up by at least 5 points of probability (a near-tie flips under any perturbation).
-Prints a markdown table.
+1e-3). Columns: every crop, then the crops where fp32's top-1 leads its runner-up by at least 5 points of
+probability (a near-tie flips under any perturbation). Prints a markdown table.
 
     python scripts/quantize_photos.py [--crops 600] [--calibration 300]
 """
@@ -25,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from mobilenets import create_model  # noqa: E402
 from mobilenets.data import eval_transform  # noqa: E402
-from mobilenets.quantize import load_int8, openvino_core, quantize  # noqa: E402
+from mobilenets.quantize import load_int8, openvino_has_bf16, quantize  # noqa: E402
 from tests.photos import crops  # noqa: E402
 
 MARGIN = 0.05
@@ -52,7 +51,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = quantize(model, calibration, Path(tmp) / "lite0.int8.onnx")
         runs = [("int8 (OpenVINO)", load_int8(path)), ("int8 (ONNX Runtime)", load_int8(path, runtime="onnxruntime"))]
-        if "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):  # AMX / AVX512-BF16
+        if openvino_has_bf16():
             runs.insert(1, ("int8 (OpenVINO, float layers in bf16)", load_int8(path, precision="bf16")))
         for name, run in runs:
             rows.append((name, torch.cat([run(x[i:i + 50]) for i in range(0, len(x), 50)])))
