@@ -143,6 +143,69 @@ def test_quantize_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     assert not (tmp_path / "q.onnx").exists()
 
 
+def test_quantize_checks_its_arguments_before_building_the_model(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mistyped folder or output fails at once, not after building the model (for a tag, a download)."""
+    def no_model(*args: object) -> None:
+        raise AssertionError("built the model before checking the command line")
+
+    monkeypatch.setattr(cli, "load_model", no_model)
+    code = cli.main(["quantize", "mobilenet_v3_small", "--pretrained", "tv_in1k", "--calibration",
+                     str(tmp_path / "missing"), str(tmp_path / "q.onnx")])
+    err = capsys.readouterr().err
+    assert code == 1 and "not a directory" in err and err.count("\n") == 1
+    code = cli.main(["quantize", "mobilenet_v3_small", "--pretrained", "tv_in1k", "--calibration", str(tmp_path),
+                     str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and "is a directory" in err and err.count("\n") == 1
+
+
+def test_load_int8_refuses_files_it_cannot_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file is checked (kind, size, that it parses, no external weights, one image input) before a runtime
+    reads it, and each refusal says what to give instead."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mobilenets import quantize as q
+
+    def image(name: str) -> object:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 3, 8, 8])
+
+    (tmp_path / "garbage.onnx").write_text("garbage")
+    (tmp_path / "notes.txt").write_text("not a model")
+    (tmp_path / "model.xml").write_text("<net/>")
+    two = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "two", [image("a"), image("b")], [image("y")])
+    onnx.save(helper.make_model(two), tmp_path / "two.onnx")
+    weight = numpy_helper.from_array(np.ones((1, 3, 8, 8), np.float32), "w")
+    ext = helper.make_graph([helper.make_node("Add", ["a", "w"], ["y"])], "ext", [image("a")], [image("y")],
+                            initializer=[weight])
+    monkeypatch.chdir(tmp_path)  # onnx checks that the external data file is new relative to the working directory
+    onnx.save(helper.make_model(ext), tmp_path / "ext.onnx", save_as_external_data=True, location="ext.data",
+              size_threshold=0)
+    onnx.save(helper.make_model(ext), tmp_path / "inline.onnx")
+    for runtime in ("openvino", "onnxruntime"):
+        for name, error, message in [
+            ("missing.onnx", FileNotFoundError, "no such file"),
+            ("notes.txt", ValueError, "expected an .onnx file"),
+            ("garbage.onnx", ValueError, "not an ONNX model"),
+            ("ext.onnx", ValueError, "external files"),
+            ("two.onnx", ValueError, r"one \(N, C, H, W\) image input, found a \(rank 4\), b \(rank 4\)"),
+        ]:
+            with pytest.raises(error, match=message):
+                q.load_int8(tmp_path / name, runtime=runtime)
+        x = torch.randn(2, 3, 8, 8)
+        assert torch.equal(q.load_int8(tmp_path / "inline.onnx", runtime=runtime)(x[:1]), x[:1] + 1)
+    with pytest.raises(FileNotFoundError, match=r"model\.bin: missing"):
+        q.load_int8(tmp_path / "model.xml")
+    with pytest.raises(ValueError, match="OpenVINO only"):
+        q.load_int8(tmp_path / "model.xml", runtime="onnxruntime")
+    with pytest.raises(ValueError, match="runtime must be"):
+        q.load_int8(tmp_path / "inline.onnx", runtime="tensorrt")
+    monkeypatch.setattr(q, "MAX_INT8_BYTES", 64)
+    with pytest.raises(ValueError, match="refusing to load it"):
+        q.load_int8(tmp_path / "inline.onnx")
+
+
 def test_int8_keeps_the_top1_of_a_fine_tuned_model_on_labelled_digits(tmp_path: Path,
                                                                      capfd: pytest.CaptureFixture) -> None:
     """The labelled fp32 -> int8 change: Lite0 fine-tuned on real digits (feature extraction, 64 px), quantized with
