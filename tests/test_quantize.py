@@ -125,9 +125,35 @@ def test_int8_file_is_quantized_and_has_the_export_metadata(int8_lite0) -> None:
     info = json.loads(meta["quantization"])
     assert info["overflow_fix"] == ("disable" if cpu_has_vnni() else "enable") and info["calibration_samples"] == 48
     assert info["keep_fp32"] == ["/stem/conv/Conv", "/classifier/Gemm"] and info["bias_correction"] == "full"
+    pools = [n for n in proto.graph.node if n.op_type.endswith("AveragePool")]
+    assert info["average_pools"] == 1 and [(n.op_type, list(n.attribute[0].ints)) for n in pools] == [
+        ("AveragePool", [7, 7])]
     float_convs = {n.input[1] for n in proto.graph.node if n.op_type == "Conv" and n.name in info["keep_fp32"]}
     assert float_convs and not any(n.output[0] in float_convs for n in proto.graph.node if n.op_type.endswith("Linear"))
     assert not list(path.parent.glob(".*tmp"))  # the atomic write left no temporary file
+
+
+@pytest.mark.parametrize("dynamic_size", [False, True])
+def test_global_pools_become_average_pools_of_the_same_values(tmp_path: Path, dynamic_size: bool) -> None:
+    """The rewrite for OpenVINO's int8 speed (``quantize.global_pools_as_average_pools``) changes no logit, and a
+    graph with free height and width keeps its global pools."""
+    ort = pytest.importorskip("onnxruntime")
+    from mobilenets.export import export_onnx
+    from mobilenets.quantize import global_pools_as_average_pools
+
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v3_small").eval()
+    path = export_onnx(model, tmp_path / "v3s.onnx", dynamic_batch=True, dynamic_size=dynamic_size)
+    proto = onnx.load(str(path))
+    before = [n.op_type for n in proto.graph.node].count("GlobalAveragePool")
+    assert before == 10  # nine squeeze-excite gates and the head
+    assert global_pools_as_average_pools(proto) == (0 if dynamic_size else before)
+    rewritten = tmp_path / "rewritten.onnx"
+    onnx.save(proto, rewritten)
+    x = torch.randn(3, 3, 224, 224).numpy()
+    runs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+            for p in (path, rewritten)]
+    assert float(abs(runs[0] - runs[1]).max()) <= 1e-5 * float(abs(runs[0]).max())
 
 
 def test_quantize_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
