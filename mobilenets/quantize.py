@@ -166,10 +166,13 @@ def global_pools_as_average_pools(proto: Any) -> int:
 
     ort = _import("onnxruntime")
     pools = [n for n in proto.graph.node if n.op_type == "GlobalAveragePool"]
-    (image,) = proto.graph.input
-    dims = [d.dim_value if d.HasField("dim_value") else 0 for d in image.type.tensor_type.shape.dim]
+    weights = {t.name for t in proto.graph.initializer}  # older exporters list them as inputs too
+    images = [i for i in proto.graph.input if i.name not in weights]
+    shape = images[0].type.tensor_type.shape.dim if len(images) == 1 else []
+    dims = [d.dim_value if d.HasField("dim_value") else 0 for d in shape]
     if not pools or len(dims) != 4 or 0 in dims[1:]:
         return 0
+    image = images[0]
     probe = ModelProto()
     probe.CopyFrom(proto)
     del probe.graph.output[:]
