@@ -130,6 +130,14 @@ def test_int8_file_is_quantized_and_has_the_export_metadata(int8_lite0) -> None:
         ("AveragePool", [7, 7])]
     float_convs = {n.input[1] for n in proto.graph.node if n.op_type == "Conv" and n.name in info["keep_fp32"]}
     assert float_convs and not any(n.output[0] in float_convs for n in proto.graph.node if n.op_type.endswith("Linear"))
+    # the classifier: fp32 input (no quantizer before it), int8 weights with one scale per class
+    assert info["classifier_weights"] == "int8"
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    gemm = next(n for n in proto.graph.node if n.name == "/classifier/Gemm")
+    dequantize = producers[gemm.input[1]]
+    assert producers[gemm.input[0]].op_type != "DequantizeLinear" and dequantize.op_type == "DequantizeLinear"
+    assert weights[dequantize.input[0]].dtype.name == "int8" and weights[dequantize.input[1]].shape == (1000,)
     assert not list(path.parent.glob(".*tmp"))  # the atomic write left no temporary file
 
 
@@ -154,6 +162,37 @@ def test_global_pools_become_average_pools_of_the_same_values(tmp_path: Path, dy
     runs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
             for p in (path, rewritten)]
     assert float(abs(runs[0] - runs[1]).max()) <= 1e-5 * float(abs(runs[0]).max())
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_classifier_int8_weights_keep_the_mean_logits(trans_b: int) -> None:
+    """``classifier_weights_as_int8``: the int8 weights differ from fp32 by rounding only, and the bias correction
+    takes the rounding's mean effect off: over the data it was computed on, the mean logits are fp32's."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    ort = pytest.importorskip("onnxruntime")
+    from mobilenets.quantize import classifier_weights_as_int8
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(10, 64)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["input", "w", "b"], ["logits"], name="classifier", transB=trans_b)], "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 10])],
+        [numpy_helper.from_array(w if trans_b else np.ascontiguousarray(w.T), "w"),
+         numpy_helper.from_array(rng.normal(size=10).astype(np.float32), "b")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    data = torch.from_numpy(np.abs(rng.normal(1.0, 1.0, size=(96, 64))).astype(np.float32))  # post-activation-like
+    fp32 = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert not classifier_weights_as_int8(proto, "no such node", data)
+    assert classifier_weights_as_int8(proto, "classifier", data)
+    assert [n.op_type for n in proto.graph.node] == ["DequantizeLinear", "Gemm"]
+    int8 = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref, out = (s.run(None, {"input": data.numpy()})[0].astype(np.float64) for s in (fp32, int8))
+    error = out - ref
+    assert 1e-4 < np.abs(error).max() < 0.02 * np.abs(ref).max()  # int8 rounding, no more
+    assert np.abs(error.mean(0)).max() < 1e-3 * np.abs(error).max()  # its mean is corrected away
 
 
 def test_quantize_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
