@@ -8,12 +8,13 @@ report the median img/s over rounds, the min and max, and the ratio of our best 
 
 Modes: ``eager``, ``channels_last``, ``traced`` (``torch.jit.trace`` + ``freeze``), ``fast`` (ours:
 ``export.optimize_for_inference``, the path ``predict`` and ``validate`` take; peers: channels-last, traced and
-frozen), ``compile`` (``torch.compile``, static shapes),
-``bf16`` (autocast), ``onnxruntime`` (fp32: ours through ``export.export_onnx``, peers through
-``torch.onnx.export`` as their users would), ``int8`` (``quantize.quantize`` on both, run by OpenVINO) and
-``train`` (forward + backward + SGD step). ``--memory`` adds each candidate's peak resident memory (VmHWM, read in a
-fresh subprocess per candidate, so one candidate's allocations do not hide another's). On CUDA (``--device cuda``)
-the modes ``eager``, ``channels_last``, ``compile``, ``fp16``, ``bf16`` and ``cuda_graphs`` run there instead.
+frozen), ``compile`` (``torch.compile``, static shapes), ``bf16`` (autocast), ``onnxruntime`` (fp32: ours through
+``export.export_onnx``, peers through ``torch.onnx.export`` as their users would), ``int8`` (``quantize.quantize``
+on both, run by OpenVINO), ``int8_bf16`` (the same file, OpenVINO running its float layers in bf16:
+``load_int8(precision="bf16")``, on CPUs with AMX or AVX512-BF16) and ``train`` (forward + backward + SGD step).
+``--memory`` adds each candidate's peak resident memory (VmHWM, read in a fresh subprocess per candidate, so one
+candidate's allocations do not hide another's). On CUDA (``--device cuda``) the modes ``eager``,
+``channels_last``, ``compile``, ``fp16``, ``bf16`` and ``cuda_graphs`` run there instead.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from torch import nn
 from .export import dynamo_limits
 
 CPU_MODES = ("eager", "channels_last", "traced", "fast", "fast_compile", "compile", "bf16", "onnxruntime", "int8",
-             "train")
+             "int8_bf16", "train")
+FILE_MODES = ("onnxruntime", "int8", "int8_bf16")  # built once per model: their files take any batch size
 CUDA_MODES = ("eager", "channels_last", "compile", "fp16", "bf16", "cuda_graphs")
 PEERS = ("torchvision", "timm")
 # our model -> the peer libraries' names for it
@@ -173,8 +175,8 @@ def _peer_onnx(peer: nn.Module, path: str, example: torch.Tensor) -> str:
 def build(mode: str, model: nn.Module, ours: bool, example: torch.Tensor, tmp: str, calibration: torch.Tensor,
           device: str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
     """The callable that runs ``model`` in ``mode`` (inputs are given on the CPU, in NCHW)."""
+    tag = f"{'ours' if ours else 'peer'}{id(model)}"  # the caller's model: int8 and int8_bf16 share one file
     model = copy.deepcopy(model).eval()
-    tag = f"{'ours' if ours else 'peer'}{id(model)}"
     if device == "cuda":
         return _build_cuda(mode, model.cuda(), example)
     if mode == "eager":
@@ -211,15 +213,15 @@ def build(mode: str, model: nn.Module, ours: bool, example: torch.Tensor, tmp: s
         else:
             _peer_onnx(model, path, example[:1])
         return _onnx_session(path)
-    if mode == "int8":
+    if mode in ("int8", "int8_bf16"):
         from .quantize import load_int8, quantize
 
         path = os.path.join(tmp, f"{tag}.int8.onnx")
-        if ours:
+        if not os.path.exists(path) and ours:
             quantize(model, calibration, path, dynamic_size=_other_size(model, example))
-        else:  # the same toolchain and settings on the peer's own export
+        elif not os.path.exists(path):  # the same toolchain and settings on the peer's own export
             _int8_peer(model, path, example, calibration, tmp)
-        return load_int8(path)
+        return load_int8(path, precision="bf16" if mode == "int8_bf16" else "f32")
     if mode == "train":
         model.train()
         for m in model.modules():  # dropout draws differ between libraries; the step is timed without it
@@ -372,7 +374,7 @@ def benchmark(models: Sequence[str] = DEFAULT_MODELS, *, batch_sizes: Sequence[i
                         for name, net, is_ours in ((f"ours({lib})", ours, True), (lib, peer, False)):
                             try:
                                 key = (lib, name, mode)  # ONNX files take any batch: built once per model
-                                if key not in cache or mode not in ("onnxruntime", "int8") or device != "cpu":
+                                if key not in cache or mode not in FILE_MODES or device != "cpu":
                                     cache[key] = build(mode, net, is_ours, x, tmp, calibration, device)
                                 cands.append(Candidate(name, lib, cache[key], is_ours))
                             except Exception as e:  # noqa: BLE001 - a mode a library cannot do is a note, not a crash
@@ -448,7 +450,7 @@ def ratios(results: Sequence[Result]) -> list[dict[str, Any]]:
 # Speed goals, each ours in some modes / the best peer in others (same model and batch size).
 GOALS = {
     "export / peers' ONNX Runtime": (("onnxruntime",), ("onnxruntime",)),
-    "best deployable / peers' ONNX Runtime": (("int8", "bf16", "onnxruntime"), ("onnxruntime",)),
+    "best deployable / peers' ONNX Runtime": (("int8", "int8_bf16", "bf16", "onnxruntime"), ("onnxruntime",)),
     "predict path / peers' compile": (("fast", "fast_compile"), ("compile",)),
 }
 

@@ -17,6 +17,9 @@ fp32 on random crops/flips of real photos (in parentheses: those on which fp32 i
   the KL divergence to fp32 fell 2-3x, agreement ended under half a point above our PTQ's (digits 98.6 % against
   98.3 %; crops of real photos 96.7 % against 96.3 %, from a 94.8 % PyTorch-side start); the misses are
   near-ties. Not adopted: minutes of training per model, and ``nncf.strip`` needs torchao.
+* Speed, not adopted: the squeeze-excite 1x1 convolutions (left in fp32 by NNCF's SE pattern) rewritten as
+  ``Gemm`` ran MobileNetV3-Small 1.04x faster in OpenVINO but EfficientNet-B0 0.94x at batch 1; quantizing the
+  stem saved a tenth at batch 32 and cost Lite0 1.3-2.5 points of agreement.
 * PyTorch PT2E + torchao's ``X86InductorQuantizer`` needs ``torch.compile`` (minutes of compile per model and
   shape on two cores) to run int8 kernels at all; not chosen.
 

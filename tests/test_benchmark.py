@@ -53,9 +53,18 @@ def test_fp32_modes_match_our_eager_predictions() -> None:
 
 
 def test_compile_and_int8_modes_run() -> None:
-    results = benchmark(["mobilenet_v3_small"], modes=["compile", "fast_compile", "int8"], compare=["timm"], **SMALL)
+    from mobilenets.quantize import openvino_has_bf16
+
+    modes = ["compile", "fast_compile", "int8", "int8_bf16"]
+    results = benchmark(["mobilenet_v3_small"], modes=modes, compare=["timm"], **SMALL)
     got = _by(results)
-    assert set(got) == {(m, c) for m in ("compile", "fast_compile", "int8") for c in ("ours(timm)", "timm")}
+    assert set(got) == {(m, c) for m in modes for c in ("ours(timm)", "timm")}
+    for name in ("ours(timm)", "timm"):  # the same int8 file, its float layers in bf16 where the CPU has it
+        bf16 = got["int8_bf16", name]
+        if openvino_has_bf16():
+            assert bf16.img_per_s > 0 and 0.0 <= bf16.extra["top1_agreement"] <= 1.0
+        else:
+            assert bf16.rounds == 0 and "no bf16" in bf16.note
     for name in ("ours(timm)", "timm"):
         assert got["compile", name].extra["top1_agreement"] == 1.0
         assert got["fast_compile", name].extra["top1_agreement"] == 1.0 and got["fast_compile", name].note == ""
