@@ -425,8 +425,8 @@ def load_int8(path: str | os.PathLike, *, runtime: Literal["openvino", "onnxrunt
     ``precision``: what OpenVINO runs the layers left in floating point in (stem, classifier, SE gates,
     activations between quantizers). ``"f32"``, the default, is what ``quantize`` calibrated and what every CPU
     runs alike; ``"bf16"`` is OpenVINO's own default on CPUs with AMX or AVX512-BF16. Measured on a 2-core AMX Xeon
-    (EfficientNet-Lite0, 600 crops of real photos): bf16 agrees with fp32's top-1 on 95.3 % of the crops, f32 on
-    96.3 %; bf16 is up to 1.15x faster at batch 32 and the same at batch 1.
+    (EfficientNet-Lite0, 600 crops of real photos): bf16 agrees with fp32's top-1 on 95.5 % of the crops, f32 on
+    96.2 %; bf16 is 1.01-1.19x faster at batch 32 and 0.94-1.03x at batch 1 (the benchmark's ``int8_bf16``).
     """
     path = str(check_int8_file(path, runtime))
     if precision not in ("f32", "bf16"):
