@@ -217,10 +217,11 @@ def build(mode: str, model: nn.Module, ours: bool, example: torch.Tensor, tmp: s
         from .quantize import load_int8, quantize
 
         path = os.path.join(tmp, f"{tag}.int8.onnx")
-        if not os.path.exists(path) and ours:
-            quantize(model, calibration, path, dynamic_size=_other_size(model, example))
-        elif not os.path.exists(path):  # the same toolchain and settings on the peer's own export
-            _int8_peer(model, path, example, calibration, tmp)
+        if not os.path.exists(path):  # int8 and int8_bf16 share it
+            if ours:
+                quantize(model, calibration, path, dynamic_size=_other_size(model, example))
+            else:  # the same toolchain and settings on the peer's own export
+                _int8_peer(model, path, example, calibration, tmp)
         return load_int8(path, precision="bf16" if mode == "int8_bf16" else "f32")
     if mode == "train":
         model.train()

@@ -152,10 +152,13 @@ def _check_classifier_weights(value: str) -> None:
 
 def edge_layers(proto: Any) -> list[str]:
     """The names of an ONNX graph's first convolution and last ``Gemm``/``MatMul`` (the stem and the classifier)."""
-    nodes = list(proto.graph.node)
-    first = next((n.name for n in nodes if n.op_type == "Conv"), None)
-    last = next((n.name for n in reversed(nodes) if n.op_type in ("Gemm", "MatMul")), None)
-    return [name for name in (first, last) if name]
+    first = next((n.name for n in proto.graph.node if n.op_type == "Conv"), None)
+    return [name for name in (first, classifier_layer(proto)) if name]
+
+
+def classifier_layer(proto: Any) -> str | None:
+    """The name of an ONNX graph's last ``Gemm``/``MatMul`` node (the classifier), or None."""
+    return next((n.name for n in reversed(proto.graph.node) if n.op_type in ("Gemm", "MatMul")), None)
 
 
 def global_pools_as_average_pools(proto: Any) -> int:
@@ -310,14 +313,15 @@ def quantize_onnx(
             )
         finally:
             logger.setLevel(level)
-    classifier = edge_layers(proto)[-1:]
-    int8_classifier = (classifier_weights == "int8" and classifier[0] in keep
-                       and classifier_weights_as_int8(quantized, classifier[0], data)) if classifier else False
+    classifier = classifier_layer(proto)
+    float_classifier = classifier is not None and classifier in keep  # NNCF left it in fp32
+    if float_classifier and classifier_weights == "int8":
+        float_classifier = not classifier_weights_as_int8(quantized, classifier, data)
     pools = global_pools_as_average_pools(quantized)
     settings = dict(toolchain=f"nncf {nncf.__version__}", scheme="int8 static, per-channel weights, QDQ",
                     calibration_samples=len(data), overflow_fix=fix, keep_fp32=keep,
                     bias_correction="fast" if fast_bias_correction else "full", average_pools=pools,
-                    classifier_weights="int8" if int8_classifier or not set(classifier) <= set(keep) else "fp32")
+                    classifier_weights="fp32" if float_classifier else "int8")
     return quantized, settings
 
 
