@@ -19,7 +19,10 @@ fp32 on random crops/flips of real photos (in parentheses: those on which fp32 i
   near-ties. Not adopted: minutes of training per model, and ``nncf.strip`` needs torchao.
 * Speed, not adopted: the squeeze-excite 1x1 convolutions (left in fp32 by NNCF's SE pattern) rewritten as
   ``Gemm`` ran MobileNetV3-Small 1.04x faster in OpenVINO but EfficientNet-B0 0.94x at batch 1; quantizing the
-  stem saved a tenth at batch 32 and cost Lite0 1.3-2.5 points of agreement.
+  stem saved a tenth at batch 32 and cost Lite0 1.3-2.5 points of agreement; exact uint8 pixel input with the
+  normalization folded into an int8 stem (its border corrected by a bias map) gained MobileNetV3-Small 1.02-1.04x
+  (AMX's int8 kernel on 3 input channels is no faster than fp32) for 91 % agreement on Lite0; a batch split over
+  two single-core OpenVINO streams, 1.01x.
 * PyTorch PT2E + torchao's ``X86InductorQuantizer`` needs ``torch.compile`` (minutes of compile per model and
   shape on two cores) to run int8 kernels at all; not chosen.
 
