@@ -112,9 +112,25 @@ def test_errors_are_one_line(argv, message, capsys: pytest.CaptureFixture) -> No
 def test_memory_is_measured_in_a_fresh_process_and_tabled() -> None:
     results = benchmark(["mobilenet_v3_small"], modes=["eager"], compare=["timm"], memory=True, **SMALL)
     assert all(r.peak_rss_mib and r.peak_rss_mib > 50 for r in results), [(r.candidate, r.note) for r in results]
+    assert all(r.extra["build_peak_rss_mib"] > 50 for r in results)
     doc = dict(machine=machine(), rounds=1, ratios=ratios(results), targets=targets(results))
     (q,) = doc["ratios"]
     by = {r.candidate: r.peak_rss_mib for r in results}
     assert (q["ours_peak_rss_mib"], q["peer_peak_rss_mib"]) == (by["ours(timm)"], by["timm"])
     table = markdown(doc)
     assert "Peak resident memory" in table and f"| {by['ours(timm)']:.0f} / {by['timm']:.0f} |" in table
+
+
+def test_the_running_peak_leaves_out_what_the_build_freed() -> None:
+    """--memory's running peak: VmHWM reset once a candidate is built drops a peak the build reached and freed."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\n"
+            "from mobilenets.benchmark import _high_water_mib, _reset_high_water\n"
+            "a = np.ones(300 << 17); before = _high_water_mib(); del a\n"  # 300 MiB touched, then freed
+            "assert _reset_high_water()\n"
+            "print(before, _high_water_mib())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    before, after = map(float, out)
+    assert before - after > 250, (before, after)
