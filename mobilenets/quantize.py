@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import io
 import json
 import logging
 import os
@@ -63,7 +64,7 @@ OVERFLOW_FIX = ("enable", "first_layer", "disable")
 
 __all__ = ["calibration_tensors", "check_calibration_folder", "check_int8_file", "classifier_weights_as_int8",
            "cpu_has_vnni", "global_pools_as_average_pools", "load_int8", "openvino_has_bf16", "quantize",
-           "quantize_command", "quantize_onnx"]
+           "quantize_command", "quantize_onnx", "read_int8_file"]
 
 
 def _import(name: str) -> Any:
@@ -438,7 +439,8 @@ def load_int8(path: str | os.PathLike, *, runtime: Literal["openvino", "onnxrunt
     (EfficientNet-Lite0, 600 crops of real photos): bf16 agrees with fp32's top-1 on 95.5 % of the crops, f32 on
     96.2 %; bf16 is 1.01-1.19x faster at batch 32 and 0.94-1.03x at batch 1 (the benchmark's ``int8_bf16``).
     """
-    path = str(check_int8_file(path, runtime))
+    checked, model_bytes, weights = read_int8_file(path, runtime)
+    path = str(checked)
     if precision not in ("f32", "bf16"):
         raise ValueError(f"precision must be 'f32' or 'bf16', got {precision!r}")
     if precision == "bf16" and runtime != "openvino":
@@ -446,9 +448,17 @@ def load_int8(path: str | os.PathLike, *, runtime: Literal["openvino", "onnxrunt
     if runtime == "openvino":
         if precision == "bf16" and not openvino_has_bf16():
             raise ValueError("precision='bf16': this CPU has no bf16 instructions (AMX or AVX512-BF16); use 'f32'")
+        import numpy as np
+
+        ov = _import("openvino")
         core = openvino_core()
+        ir_weights = None
         try:
-            source = core.read_model(path)
+            if weights is None:
+                source = core.read_model(io.BytesIO(model_bytes))
+            else:  # the Tensor shares this array, which the model's constants may point into (kept on run)
+                ir_weights = np.frombuffer(weights, np.uint8).copy()
+                source = core.read_model(model_bytes.decode("utf-8", "replace"), ov.Tensor(ir_weights))
         except RuntimeError as e:
             raise ValueError(f"{path}: OpenVINO cannot read it as a model ({_last_line(e)}); give a file written by "
                              "`mobilenets quantize`") from None
@@ -471,13 +481,14 @@ def load_int8(path: str | os.PathLike, *, runtime: Literal["openvino", "onnxrunt
             plans[shape] = request  # most recently used last
             out = request.infer({0: x.detach().float().contiguous().numpy()}, share_inputs=True)[0]
             return torch.from_numpy(out.copy())  # the request's buffer is reused by the next call
+        run.ir_weights = ir_weights  # type: ignore[attr-defined]
         return run
     ort = _import("onnxruntime")
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
     try:
-        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - onnxruntime's errors derive from Exception only
         raise ValueError(f"{path}: ONNX Runtime cannot load it ({_last_line(e)}); give a file written by "
                          "`mobilenets quantize`") from None
@@ -488,11 +499,18 @@ def load_int8(path: str | os.PathLike, *, runtime: Literal["openvino", "onnxrunt
 
 
 def check_int8_file(path: str | os.PathLike, runtime: str) -> Path:
-    """``path`` if it looks like a file ``quantize`` writes for ``runtime``, checked before any runtime reads it.
+    """``path`` if it looks like a file ``quantize`` writes for ``runtime`` (the checks of ``read_int8_file``)."""
+    return read_int8_file(path, runtime)[0]
+
+
+def read_int8_file(path: str | os.PathLike, runtime: str) -> tuple[Path, bytes, bytes | None]:
+    """``(path, model bytes, IR weights or None)`` of a file ``quantize`` writes for ``runtime``, read once and
+    checked before any runtime sees it; ``load_int8`` hands the runtime these bytes, never the path, so what runs is
+    what was checked (OpenVINO maps an IR's ``.bin`` and would otherwise pick up a file changed after loading).
 
     An ``.onnx`` file that parses as ONNX and keeps its weights inside, or OpenVINO IR (``.xml`` with its ``.bin``;
     OpenVINO only), at most ``MAX_INT8_BYTES`` in all: the runtimes allocate what a file claims, so a file is
-    refused on its size before it is parsed.
+    refused on its size before it is parsed, and no more than that is read.
     """
     p = Path(path)
     if runtime not in ("openvino", "onnxruntime"):
@@ -511,21 +529,31 @@ def check_int8_file(path: str | os.PathLike, runtime: str) -> Path:
         files.append(p.with_suffix(".bin"))
         if not files[1].is_file():
             raise FileNotFoundError(f"{files[1]}: missing; OpenVINO IR is an .xml file and the .bin beside it")
-    size = sum(f.stat().st_size for f in files)
-    if size > MAX_INT8_BYTES:
-        raise ValueError(f"{p}: {size / 2**20:.0f} MiB, more than the {MAX_INT8_BYTES >> 20} MiB any int8 MobileNet "
-                         "needs; refusing to load it (a corrupt or crafted file)")
+
+    def too_big(size: int) -> ValueError:
+        return ValueError(f"{p}: {size / 2**20:.0f} MiB, more than the {MAX_INT8_BYTES >> 20} MiB any int8 MobileNet "
+                          "needs; refusing to load it (a corrupt or crafted file)")
+
+    if (size := sum(f.stat().st_size for f in files)) > MAX_INT8_BYTES:
+        raise too_big(size)
+    contents = []
+    for f in files:  # bounded again as read: a file may grow after stat
+        with open(f, "rb") as stream:
+            contents.append(stream.read(MAX_INT8_BYTES + 1 - sum(map(len, contents))))
+    if (size := sum(map(len, contents))) > MAX_INT8_BYTES:
+        raise too_big(size)
     if suffix == ".onnx":  # parsed here, so that a runtime never guesses at (or follows) what it is not
         onnx = _import("onnx")
         try:
-            proto = onnx.load(str(p), load_external_data=False)
+            proto = onnx.load_model_from_string(contents[0])
         except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and onnx's own errors
             raise ValueError(f"{p}: not an ONNX model ({_last_line(e)}); give a file written by "
                              "`mobilenets quantize`") from None
         if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
             raise ValueError(f"{p}: its weights point to external files, which `mobilenets quantize` never "
                              "writes; refusing to follow them")
-    return p
+        return p, contents[0], None
+    return p, contents[0], contents[1]
 
 
 def _check_image_input(path: str, inputs: list[tuple[str, int | None]]) -> None:

@@ -271,6 +271,36 @@ def test_load_int8_refuses_files_it_cannot_run(tmp_path: Path, monkeypatch: pyte
         q.load_int8(tmp_path / "inline.onnx")
 
 
+def test_load_int8_runs_what_it_checked_when_the_files_change_after(tmp_path: Path) -> None:
+    """load_int8 reads a file once and hands the runtime those bytes: a plan compiled later (a new input shape) runs
+    the weights that were checked, though the IR's .bin (which OpenVINO would map) or the .onnx is rewritten."""
+    import numpy as np
+    import openvino as ov
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mobilenets.quantize import load_int8
+
+    def add(value: float) -> object:  # y = x + value, the value a weight
+        info = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 3, 8, 8]) for n in ("x", "y")]
+        weight = numpy_helper.from_array(np.full((1, 3, 8, 8), value, np.float32), "w")
+        graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "add", info[:1], info[1:],
+                                  initializer=[weight])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+    onnx.save(add(1.0), tmp_path / "add.onnx")
+    ov.save_model(ov.convert_model(str(tmp_path / "add.onnx")), str(tmp_path / "add.xml"), compress_to_fp16=False)
+    bin_size = (tmp_path / "add.bin").stat().st_size
+    runs = {"ir": load_int8(tmp_path / "add.xml"), "onnx": load_int8(tmp_path / "add.onnx"),
+            "onnx, onnxruntime": load_int8(tmp_path / "add.onnx", runtime="onnxruntime")}
+    x = torch.randn(3, 3, 8, 8)
+    for run in runs.values():
+        assert torch.allclose(run(x[:1]), x[:1] + 1)
+    (tmp_path / "add.bin").write_bytes(np.full(bin_size // 4, 7.0, np.float32).tobytes())
+    onnx.save(add(7.0), tmp_path / "add.onnx")
+    for name, run in runs.items():
+        assert torch.allclose(run(x), x + 1), name  # batch 3: a plan compiled after the change
+
+
 def test_int8_keeps_the_top1_of_a_fine_tuned_model_on_labelled_digits(tmp_path: Path,
                                                                      capfd: pytest.CaptureFixture) -> None:
     """The labelled fp32 -> int8 change: Lite0 fine-tuned on real digits (feature extraction, 64 px), quantized with
