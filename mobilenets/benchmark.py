@@ -445,9 +445,8 @@ def benchmark(models: Sequence[str] = DEFAULT_MODELS, *, batch_sizes: Sequence[i
                             if isinstance(value, dict):
                                 r.peak_rss_mib = value["peak_rss_mib"]
                                 r.extra["build_peak_rss_mib"] = value["build_peak_rss_mib"]
-                                if not value["reset"]:
-                                    r.note = (r.note + "; " if r.note else "") + "memory: peak includes the build"
-                            else:
+                                value = "" if value["reset"] else "peak includes the build"
+                            if value:  # why it could not be read, or that the build's peak is in it
                                 r.note = (r.note + "; " if r.note else "") + f"memory: {value}"
     return results
 
