@@ -5,6 +5,11 @@ data is loaded: the header size, ``format`` and ``format_version``, every metada
 same ``Options.validate`` that user calls go through), ``pretrained_cfg``; then it builds the recorded model on the
 ``meta`` device (no memory) and compares every tensor's name, shape and dtype in the file's header with it. Only
 then are tensors read, and floating tensors holding NaN or infinity are refused unless ``allow_nonfinite=True``.
+
+The file is opened once and every check and every tensor goes through that open file (``one_file``): a file renamed
+onto the path meanwhile is not what gets read, and one written in place while it is read is refused. The tensors
+are copies in the process's own memory, not views of a mapping of the file, so writing the file later (``torch.save``
+of the loaded weights to the path they came from, say) cannot change or crash the model loaded from it.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ import os
 import re
 import socket
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from safetensors import SafetensorError
@@ -211,14 +217,47 @@ def _unreadable(path: Path, reason: object) -> CheckpointError:
                            "download or convert it again")
 
 
-def _check_header_size(path: Path) -> None:
-    """Refuse a header larger than ``MAX_HEADER_BYTES`` or than the file, before safetensors parses it."""
+def _stamp(st: os.stat_result) -> tuple[int, ...]:
+    """What changes when a file is replaced or written: identity, size, modification time. (Not the change time:
+    renaming a new file over this one, as ``atomic_write`` does, changes it and leaves the content alone.)"""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+@contextmanager
+def one_file(path: str | os.PathLike) -> Iterator[tuple[str, BinaryIO]]:
+    """Open ``path`` once; yield a name that reaches this same open file, and the file.
+
+    The name is ``/proc/self/fd/N`` (``/dev/fd/N``), so a library that takes a path (safetensors) reads the file
+    that was opened and checked even if another is renamed onto ``path`` meanwhile. Where neither exists it is
+    ``path``, and the block fails if ``path`` then names another file. A file written in place before the block
+    ends (its size or modification time differ) raises ``CheckpointError``: what was read is not one file.
+    """
+    path = Path(path)
     try:
-        with open(path, "rb") as f:
-            prefix = f.read(8)
-        size = path.stat().st_size
+        f = open(path, "rb")
     except OSError as e:
         raise _unreadable(path, e) from None
+    with f:
+        fd = f.fileno()
+        before = _stamp(os.fstat(fd))
+        name = next((n for n in (f"/proc/self/fd/{fd}", f"/dev/fd/{fd}") if os.path.exists(n)), None)
+        yield name or str(path), f
+        now = [_stamp(os.fstat(fd))]
+    if name is None:
+        try:
+            now.append(_stamp(os.stat(path)))
+        except OSError:
+            now.append(())
+    if any(stamp != before for stamp in now):
+        raise CheckpointError(f"{path} changed while it was being read (another program is writing or replacing "
+                              "it); nothing was loaded. Load it again once it is complete")
+
+
+def _check_header_size(path: Path, f: BinaryIO) -> None:
+    """Refuse a header larger than ``MAX_HEADER_BYTES`` or than the file, before safetensors parses it."""
+    f.seek(0)
+    prefix = f.read(8)
+    size = os.fstat(f.fileno()).st_size
     if len(prefix) < 8:
         raise _unreadable(path, f"{size} bytes, too short for a header")
     n = int.from_bytes(prefix, "little")
@@ -346,35 +385,41 @@ def _check_index(origin: str, index: dict[str, tuple[tuple[int, ...], str]], own
 
 
 def read_checkpoint(
-    path: str | os.PathLike, *, allow_nonfinite: bool = False
+    path: str | os.PathLike, *, allow_nonfinite: bool = False, verify: Callable[[BinaryIO], None] | None = None
 ) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     """Return ``(metadata, tensors)`` of a mobilenets checkpoint, verified, or raise ``CheckpointError`` saying why.
 
     Every check that does not need tensor data runs first (see the module docstring); the tensors are then read
-    and converted to the model's dtype. ``allow_nonfinite`` lets NaN/infinite weights through.
+    and converted to the model's dtype, into memory of their own. ``allow_nonfinite`` lets NaN/infinite weights
+    through. ``verify(file)``, if given, checks the open file (the cache compares its SHA-256 with the record)
+    before anything else; whatever it raises propagates, and what it checked is what is read.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
-    _check_header_size(path)
     origin = str(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            _check_format(path, meta)
-            args = checkpoint_arguments(meta, origin)
-            config = checkpoint_config(args, origin)
-            own = _shape_model(config).state_dict()
-            _check_pretrained_cfg(meta, origin)
-            index = {}
-            for k in f.keys():
-                part = f.get_slice(k)
-                index[k] = (tuple(part.get_shape()), part.get_dtype())
-            _check_index(origin, index, own)
-            _check_fingerprint(path, meta, config)  # after the shapes: a crafted file gets the precise report
-            tensors = {k: f.get_tensor(k).to(own[k].dtype) for k in index}
-    except (SafetensorError, OSError, RuntimeError) as e:
-        raise _unreadable(path, e) from None
+    with one_file(path) as (name, fh):
+        if verify is not None:
+            verify(fh)
+        try:
+            _check_header_size(path, fh)
+            with safe_open(name, framework="pt") as f:
+                meta = f.metadata() or {}
+                _check_format(path, meta)
+                args = checkpoint_arguments(meta, origin)
+                config = checkpoint_config(args, origin)
+                own = _shape_model(config).state_dict()
+                _check_pretrained_cfg(meta, origin)
+                index = {}
+                for k in f.keys():
+                    part = f.get_slice(k)
+                    index[k] = (tuple(part.get_shape()), part.get_dtype())
+                _check_index(origin, index, own)
+                _check_fingerprint(path, meta, config)  # after the shapes: a crafted file gets the precise report
+                # copy=True: safetensors' tensors are views of a mapping of the file
+                tensors = {k: f.get_tensor(k).to(own[k].dtype, copy=True) for k in index}
+        except (SafetensorError, OSError, RuntimeError) as e:
+            raise _unreadable(path, e) from None
     nonfinite = sorted(k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
     if nonfinite and not allow_nonfinite:
         raise CheckpointError(

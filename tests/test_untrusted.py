@@ -279,6 +279,77 @@ def test_loaded_model_shares_no_meta_tensors_and_trains(tmp_path, good) -> None:
     assert model.stem.conv.weight.grad is not None
 
 
+def test_a_loaded_model_keeps_its_weights_when_its_file_is_rewritten(tmp_path, good) -> None:
+    """The loaded tensors are the process's own memory. safetensors' are views of a mapping of the file: before, a
+    file written in place changed the model loaded from it, and one truncated (``torch.save`` of the loaded weights
+    to the same path) killed the process with SIGBUS. The converter's safetensors reader likewise."""
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(good.read_bytes())
+    model = from_checkpoint(path)
+    src = tmp_path / "src.safetensors"
+    save_file({"w": torch.ones(4096)}, src)
+    data = load_source_file(src)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for f in (path, src):
+        size = f.stat().st_size
+        with open(f, "r+b") as out:
+            out.seek(size // 2)
+            out.write(bytes(size - size // 2))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert torch.equal(data["w"], torch.ones(4096))
+
+
+def _without_fd_names(monkeypatch) -> None:
+    """As on a system without ``/proc/self/fd`` and ``/dev/fd``: ``one_file`` falls back to the path."""
+    exists = os.path.exists
+    monkeypatch.setattr(ck.os.path, "exists",
+                        lambda p: False if str(p).startswith(("/proc/self/fd/", "/dev/fd/")) else exists(p))
+
+
+@pytest.mark.parametrize("names", ["fd", "path"])
+def test_a_file_renamed_onto_the_path_while_loading_is_not_what_loads(tmp_path, good, monkeypatch, names) -> None:
+    """Checks and tensors come from one open file: another checkpoint renamed onto the path after the file was
+    opened is not read (through ``/proc/self/fd``); without fd names, the load is refused instead."""
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(good.read_bytes())
+    torch.manual_seed(1)
+    other = save_checkpoint(create_model(SMALL, num_classes=10), tmp_path / "other.safetensors")
+    real = ck.safe_open
+
+    def replaced_first(name: str, **kwargs):
+        os.replace(other, path)
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(ck, "safe_open", replaced_first)
+    if names == "path":
+        _without_fd_names(monkeypatch)
+        with pytest.raises(CheckpointError, match="changed while it was being read") as e:
+            from_checkpoint(path)
+        assert str(path) in str(e.value)
+        return
+    model = from_checkpoint(path)
+    _, t = raw(good)
+    assert all(torch.equal(v, t[k]) for k, v in model.state_dict().items())
+
+
+def test_a_file_written_while_it_is_read_is_refused(tmp_path, good, monkeypatch) -> None:
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(good.read_bytes())
+    os.utime(path, ns=(10**18, 10**18))  # its modification time: not the one a write now gives it
+    real = ck.safe_open
+
+    def written_first(name: str, **kwargs):
+        with open(path, "r+b") as f:
+            f.seek(-4, os.SEEK_END)
+            f.write(bytes(4))
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(ck, "safe_open", written_first)
+    with pytest.raises(CheckpointError, match="changed while it was being read") as e:
+        from_checkpoint(path)
+    assert str(path) in str(e.value) and "Load it again" in str(e.value)
+
+
 # --------------------------------------------------------------------- bounds, measured in a subprocess
 
 # Files that claim an architecture the tensors do not have: width 16 (allowed) on EfficientNet-B0 would be

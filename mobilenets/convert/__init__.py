@@ -241,9 +241,10 @@ def load_source_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     _check_source_claims(path)
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from safetensors.torch import safe_open
 
-            data: Any = load_file(str(path))
+            with safe_open(str(path), framework="pt") as f:  # clone: its tensors are views of a mapping of the file
+                data: Any = {k: f.get_tensor(k).clone() for k in f.keys()}
         else:
             data = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch/safetensors raise many types for a bad file
