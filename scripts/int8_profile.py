@@ -18,7 +18,6 @@ import collections
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -26,16 +25,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mobilenets.benchmark import TARGETS, build, model_pair, real_images  # noqa: E402
+from mobilenets.benchmark import TARGETS, _time, build, model_pair, real_images  # noqa: E402
 from mobilenets.quantize import load_int8, openvino_core, quantize  # noqa: E402
-
-
-def ms_per_call(fn, x: torch.Tensor, seconds: float = 0.3) -> float:
-    calls, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds or not calls:
-        fn(x)
-        calls += 1
-    return 1000 * elapsed / calls
 
 
 def main() -> None:
@@ -61,7 +52,7 @@ def main() -> None:
             fn(x)
         for _ in range(args.rounds):
             for name, fn in runs.items():
-                times[name].append(ms_per_call(fn, x))
+                times[name].append(1000 * len(x) / _time(fn, x, 0.3))  # ms per call
         core = openvino_core()
         model = core.read_model(path)
         model.reshape(list(x.shape))
